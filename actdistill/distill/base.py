@@ -1,0 +1,115 @@
+"""The method contract (DESIGN.md, contract 2): `Distiller(student, teacher, **hparams)(batch) -> StepOutput`.
+
+The training loop never names a method. It calls `distiller(batch)`, backpropagates `out.loss`, and
+logs `out.parts`. A method:
+  * keeps the teacher frozen: `eval()` mode, `requires_grad_(False)`, and put back in eval by `train()`;
+  * declares the extra batch keys it needs in `requires` (e.g. `{"index"}` for memory-bank methods);
+  * owns its trainable extras (adapters, projectors) as sub-modules other than `student`/`teacher`;
+    `trainable_parameters()` yields student + extras, never the teacher;
+  * may define several optimisation stages through `stages()` (paper 2's two-stage training); the
+    default is one stage that trains everything trainable with the loss of `forward`;
+  * receives the epoch through `on_epoch(epoch)` (epochs count from 1) for schedules such as warm-ups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+Batch = dict[str, Any]
+
+
+@dataclass
+class StepOutput:
+    """`loss == sum(parts.values())`; `logits` are the student's predictions; `metrics` are logged, not optimised."""
+
+    loss: Tensor
+    logits: Tensor
+    parts: dict[str, Tensor]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Stage:
+    """One optimisation stage: a name, the parameters it updates and the function computing its loss."""
+
+    name: str
+    parameters: Callable[[], Iterator[nn.Parameter]]
+    forward: Callable[[Batch], StepOutput]
+
+
+def make_output(logits: Tensor, parts: dict[str, Tensor], metrics: dict[str, float] | None = None) -> StepOutput:
+    """Build a `StepOutput` whose loss is exactly the sum of its parts."""
+    loss = torch.stack([p.float() for p in parts.values()]).sum()
+    return StepOutput(loss=loss, logits=logits, parts=parts, metrics=metrics or {})
+
+
+class Distiller(nn.Module):
+    """Base class of every method. Subclasses implement `forward(batch) -> StepOutput`."""
+
+    requires: frozenset[str] = frozenset()
+    uses_teacher: bool = True
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None = None) -> None:
+        super().__init__()
+        self.student = student
+        self.teacher = teacher
+        self.epoch = 1
+        if teacher is not None:
+            teacher.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> Distiller:
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def extra_modules(self) -> dict[str, nn.Module]:
+        """Trainable modules the method adds (adapters, projectors), saved apart from the student."""
+        return {n: m for n, m in self.named_children() if n not in ("student", "teacher")}
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """Student and adapter parameters; never the teacher's."""
+        yield from (p for p in self.student.parameters() if p.requires_grad)
+        for module in self.extra_modules().values():
+            yield from (p for p in module.parameters() if p.requires_grad)
+        for name, p in self.named_parameters(recurse=False):
+            if p.requires_grad:
+                yield p
+
+    def stages(self) -> list[Stage]:
+        """Optimisation stages run in order each epoch; one stage by default."""
+        return [Stage("main", self.trainable_parameters, self.forward)]
+
+    def on_epoch(self, epoch: int) -> None:
+        """Called by the loop before each training epoch (epochs count from 1)."""
+        self.epoch = epoch
+
+    def predict(self, x: Tensor) -> Tensor:
+        """Logits used for evaluation: the student's by default (SimKD overrides: projector + teacher head)."""
+        return self.student(x)
+
+    def teacher_input(self, batch: Batch) -> Tensor:
+        """The teacher's view of the batch: `input_t` when the data provides one, else `input`."""
+        return batch.get("input_t", batch["input"])
+
+    @torch.no_grad()
+    def teacher_logits(self, batch: Batch) -> Tensor:
+        """Teacher logits for the batch: from the cache (`teacher_logits` key) or computed without autograd."""
+        if "teacher_logits" in batch:
+            return batch["teacher_logits"].float()
+        assert self.teacher is not None, f"{type(self).__name__} needs a teacher"
+        return self.teacher(self.teacher_input(batch)).float()
+
+    def student_state(self) -> dict[str, Any]:
+        """What to checkpoint besides the student: adapters and method state (e.g. epochs, buffers)."""
+        return {"extras": {n: m.state_dict() for n, m in self.extra_modules().items()}, "epoch": self.epoch}
+
+    def load_student_state(self, state: dict[str, Any]) -> None:
+        for name, sd in state.get("extras", {}).items():
+            self.extra_modules()[name].load_state_dict(sd)
+        self.epoch = state.get("epoch", self.epoch)
