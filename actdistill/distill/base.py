@@ -25,12 +25,15 @@ Batch = dict[str, Any]
 
 @dataclass
 class StepOutput:
-    """`loss == sum(parts.values())`; `logits` are the student's predictions; `metrics` are logged, not optimised."""
+    """`loss == sum(parts.values())`; `logits` are the student's predictions; `metrics` are logged, not optimised.
+
+    Metric values are detached tensors (or floats) so that the loop can average them without a device sync per step.
+    """
 
     loss: Tensor
     logits: Tensor
     parts: dict[str, Tensor]
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, Tensor | float] = field(default_factory=dict)
 
 
 @dataclass
@@ -42,7 +45,9 @@ class Stage:
     forward: Callable[[Batch], StepOutput]
 
 
-def make_output(logits: Tensor, parts: dict[str, Tensor], metrics: dict[str, float] | None = None) -> StepOutput:
+def make_output(
+    logits: Tensor, parts: dict[str, Tensor], metrics: dict[str, Tensor | float] | None = None
+) -> StepOutput:
     """Build a `StepOutput` whose loss is exactly the sum of its parts."""
     loss = torch.stack([p.float() for p in parts.values()]).sum()
     return StepOutput(loss=loss, logits=logits, parts=parts, metrics=metrics or {})
@@ -77,9 +82,7 @@ class Distiller(nn.Module):
         yield from (p for p in self.student.parameters() if p.requires_grad)
         for module in self.extra_modules().values():
             yield from (p for p in module.parameters() if p.requires_grad)
-        for name, p in self.named_parameters(recurse=False):
-            if p.requires_grad:
-                yield p
+        yield from (p for p in self.parameters(recurse=False) if p.requires_grad)
 
     def stages(self) -> list[Stage]:
         """Optimisation stages run in order each epoch; one stage by default."""

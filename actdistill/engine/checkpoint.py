@@ -1,0 +1,73 @@
+"""Checkpoints: written atomically, loaded with errors that say what is wrong with the file."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from actdistill.errors import ActdistillError
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """`torch.save` to a temp file in the same folder, fsync, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load an actdistill checkpoint on CPU, with one-line errors for missing or unreadable files."""
+    path = Path(path)
+    if not path.is_file():
+        raise ActdistillError(f"checkpoint {path} not found; pass the path of a run's checkpoints/best.pt or last.pt")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing to the user
+        raise ActdistillError(
+            f"checkpoint {path} could not be read ({exc.__class__.__name__}); it is corrupt or not a PyTorch file"
+        ) from None
+    if not isinstance(ckpt, dict) or "student" not in ckpt:
+        raise ActdistillError(
+            f"checkpoint {path} is not an actdistill checkpoint (no 'student' entry); "
+            "to start from plain weights use student.pretrained=PATH instead"
+        )
+    return ckpt
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch RNG states (CUDA too when present)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def rotate(folder: Path, pattern: str, keep: int) -> None:
+    """Delete all but the newest `keep` files matching `pattern` (sorted by name, which embeds the epoch)."""
+    files = sorted(folder.glob(pattern))
+    for old in files[: max(0, len(files) - keep)]:
+        old.unlink(missing_ok=True)
