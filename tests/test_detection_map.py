@@ -1,4 +1,4 @@
-"""Temporal detection mAP: hand-worked cases for the ActivityNet and THUMOS14-kit protocols, and the real annotations."""
+"""Temporal detection mAP: hand-worked ActivityNet and THUMOS14-kit cases, and the real THUMOS14 annotations."""
 
 from __future__ import annotations
 

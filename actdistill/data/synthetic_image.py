@@ -40,6 +40,7 @@ _OBJECT_OF = {
 }
 _OBJECTS = ("ball", "phone", "book", "cup", "box", "umbrella")
 _SPLIT_ID = {"train": 0, "test": 1}
+_K = dict(scale=(0.45, 0.8), width=(0.035, 0.065), floor=0.7, contrast=60, noise=(3, 12), clutter=(2, 7), distract=(1, 3), gradient=1.0)
 _SS = 2  # supersampling factor: draw at 2x and box-filter down for anti-aliased strokes
 
 # Skeleton in figure units: y up, feet at 0, head top at 1.
@@ -259,7 +260,7 @@ def render_image(action: str, rng: np.random.Generator, size: int, clean: bool =
     full = (full[0], min(full[1], 0.0), full[2], full[3])  # the shadow at y=0 must fit too
 
     S = size * _SS
-    scale = rng.uniform(0.45, 0.8) * S / (person[3] - person[1])
+    scale = rng.uniform(*_K["scale"]) * S / (person[3] - person[1])
     span = max(full[2] - full[0], full[3] - full[1]) * scale
     if span > 0.98 * S:
         scale *= 0.98 * S / span
@@ -269,18 +270,18 @@ def render_image(action: str, rng: np.random.Generator, size: int, clean: bool =
     def px(p: Point) -> tuple[float, float]:
         return (ox + p[0] * scale, oy - p[1] * scale)
 
-    width = max(rng.uniform(0.035, 0.065) * (person[3] - person[1]) * scale, 1.3 * _SS)
+    width = max(rng.uniform(*_K["width"]) * (person[3] - person[1]) * scale, 1.3 * _SS)
     if clean:
         canvas = np.full((S, S, 3), 128, np.float32)
         fig_col = (int(rng.integers(0, 60)),) * 3
     else:
         canvas = _gradient(rng, S, S)
-        if rng.random() < 0.7:  # a floor whose edge is the ground line under the figure
+        if rng.random() < _K["floor"]:  # a floor whose edge is the ground line under the figure
             canvas[int(oy) :] = canvas[int(oy) :] * 0.4 + rng.uniform(0, 255, 3) * 0.6
         bg = _lum(canvas.reshape(-1, 3).mean(0))
         for _ in range(10):
             fig_col = tuple(int(v) for v in rng.integers(0, 256, 3))
-            if abs(_lum(fig_col) - bg) > 60:
+            if abs(_lum(fig_col) - bg) > _K["contrast"]:
                 break
     img = Image.fromarray(canvas.astype(np.uint8))
     draw = ImageDraw.Draw(img)
@@ -308,7 +309,7 @@ def render_image(action: str, rng: np.random.Generator, size: int, clean: bool =
             _draw_prim(draw, prim, px, scale)
     out = np.asarray(img.resize((size, size), Image.Resampling.BOX), dtype=np.float32)
     if not clean:
-        out = out + rng.normal(0, rng.uniform(3, 12), out.shape)
+        out = out + rng.normal(0, rng.uniform(*_K["noise"]), out.shape)
     x0, y0 = px((person[0], person[3]))
     x1, y1 = px((person[2], person[1]))
     pad = width / 2 + 1
@@ -346,7 +347,7 @@ def _draw_prim(draw: ImageDraw.ImageDraw, p: Prim, px, scale: float) -> None:
 
 def _clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator, S: int) -> None:
     """Random rectangles, ellipses and limb-like lines behind the figure."""
-    for _ in range(int(rng.integers(2, 7))):
+    for _ in range(int(rng.integers(*_K["clutter"]))):
         col = tuple(int(v) for v in rng.integers(0, 256, 3))
         x, y = rng.uniform(0, S, 2)
         w, h = rng.uniform(0.05, 0.4, 2) * S
@@ -362,7 +363,7 @@ def _clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator, S: int) -> Non
 def _distractors(draw, rng: np.random.Generator, action: str, S: int, scale: float, ground: float, span) -> None:
     """1-2 objects of other classes lying on the floor, away from the figure's horizontal extent."""
     pool = [o for o in _OBJECTS if o != _OBJECT_OF.get(action)]
-    for _ in range(int(rng.integers(1, 3))):
+    for _ in range(int(rng.integers(*_K["distract"]))):
         kind = pool[int(rng.integers(len(pool)))]
         for _try in range(8):
             x = rng.uniform(0, S)

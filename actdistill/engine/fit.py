@@ -77,8 +77,8 @@ def load_teacher(cfg: ModelConfig, num_classes: int) -> nn.Module:
     return create_model(cfg.name, num_classes, pretrained=cfg.pretrained, **cfg.kwargs)
 
 
-def build_method(method_cfg: dict[str, Any], student: nn.Module, teacher: nn.Module | None) -> Distiller:
-    """Instantiate the registered method, checking its hyper-parameters against its keyword-only arguments."""
+def check_method(method_cfg: dict[str, Any]) -> tuple[type[Distiller], dict[str, Any]]:
+    """The registered method class and its hyper-parameters, checked against its keyword-only arguments."""
     params = dict(method_cfg)
     name = str(params.pop("name", "vanilla"))
     cls = METHODS.get(name)
@@ -90,8 +90,14 @@ def build_method(method_cfg: dict[str, Any], student: nn.Module, teacher: nn.Mod
                 f"method '{name}' has no hyper-parameter '{key}'.{suggest(key, allowed)} "
                 f"Its hyper-parameters: {', '.join(sorted(allowed)) or 'none'}."
             )
+    return cls, params
+
+
+def build_method(method_cfg: dict[str, Any], student: nn.Module, teacher: nn.Module | None) -> Distiller:
+    """Instantiate the registered method with its checked hyper-parameters."""
+    cls, params = check_method(method_cfg)
     if cls.uses_teacher and teacher is None:
-        raise ActdistillError(f"method '{name}' needs a teacher: set teacher.checkpoint (or teacher.name)")
+        raise ActdistillError(f"method '{cls.__name__}' needs a teacher: set teacher.checkpoint (or teacher.name)")
     return cls(student, teacher, **params)
 
 
@@ -134,6 +140,7 @@ def _model_size(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, flo
 
 def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Train `cfg.student` with `cfg.method` (and `cfg.teacher`), evaluate each epoch, write the run folder."""
+    method_cls, _ = check_method(cfg.method)  # fail on a bad method name or hyper-parameter before any work
     run = prepare_run_dir(cfg.train.out_dir, resume=resume, overwrite=overwrite)
     device = resolve_device(cfg.train.device)
     amp_dtype = resolve_precision(cfg.train.precision, device)
@@ -150,7 +157,7 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
 
     method_name = str(cfg.method.get("name", "vanilla"))
     teacher = None
-    if METHODS.get(method_name).uses_teacher:
+    if method_cls.uses_teacher:
         teacher = load_teacher(cfg.teacher, num_classes)
         t_cfg, s_cfg = teacher.pretrained_cfg, student.pretrained_cfg
         if tuple(t_cfg.mean) != tuple(s_cfg.mean) or tuple(t_cfg.std) != tuple(s_cfg.std):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +84,13 @@ def _validate(rows: Iterable[Mapping[str, Any]], name: str, keys: tuple[str, ...
             if key in ("video", "label"):
                 continue
             value = row[key]
-            if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
+            try:
+                number = float(value) if not isinstance(value, (bool, str, bytes)) else math.nan
+            except (TypeError, ValueError):
+                number = math.nan
+            if not math.isfinite(number):
                 raise ActdistillError(f"{name}[{i}]: '{key}' must be a finite number, got {value!r}.")
-            clean[key] = float(value)
+            clean[key] = number
         if clean["start"] > clean["end"]:
             raise ActdistillError(
                 f"{name}[{i}]: 'start' ({clean['start']:g}) is after 'end' ({clean['end']:g})"

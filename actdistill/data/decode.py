@@ -1,0 +1,240 @@
+"""The only media-decoding code: chosen frames of a video file or a frame folder → `(T, C, H, W)` uint8.
+
+Video files are read with PyAV; frame folders use the two-stream / mmaction2 layouts: RGB `img_00001.jpg`, ...
+(1-based), optical flow `flow_x_00001.jpg` + `flow_y_00001.jpg` or `x_00001.jpg` + `y_00001.jpg` (8-bit grey).
+Frame indices are 0-based everywhere in the API, may repeat (loop padding) and may come in any order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from actdistill.errors import ActdistillError
+
+logger = logging.getLogger("actdistill.data")
+
+Modality = Literal["rgb", "flow"]
+Strategy = Literal["auto", "seek", "sequential"]
+
+RGB_TEMPLATE = "img_{:05d}.jpg"
+FLOW_TEMPLATES = (("flow_x_{:05d}.jpg", "flow_y_{:05d}.jpg"), ("x_{:05d}.jpg", "y_{:05d}.jpg"))
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
+
+# A header frame count a few frames above what the file actually decodes to is common in UCF101/HMDB51 AVIs;
+# indices that fall at most this far past the last decodable frame repeat that frame instead of failing.
+TAIL_TOLERANCE = 8
+# With the "auto" strategy, seek only when the clip starts at least this many frames in; closer to the start the
+# seek costs more than decoding the few frames it would skip (benchmarks/bench_video_loader.py, docs/video_data.md).
+SEEK_MIN_START = 32
+
+
+class VideoDecodeError(ActdistillError):
+    """A video or frame folder that cannot be read at the requested indices (corrupt, truncated, missing)."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}")
+
+
+class _Unreliable(Exception):
+    """Timestamps after a seek do not map to frame numbers; decode from the start instead."""
+
+
+def read_frames(
+    path: str | Path, indices: Sequence[int], *, modality: Modality = "rgb", strategy: Strategy = "auto"
+) -> Tensor:
+    """Frames `indices` (0-based) of a video or frame folder as `(T, C, H, W)` uint8; C = 3 (RGB) or 2 (flow x, y)."""
+    path = Path(path)
+    idx = [int(i) for i in indices]
+    if not idx:
+        raise ValueError("read_frames needs at least one frame index")
+    if min(idx) < 0:
+        raise VideoDecodeError(path, f"negative frame index {min(idx)} requested")
+    if path.is_dir():
+        return _read_folder(path, idx, modality)
+    if modality == "flow":
+        raise VideoDecodeError(path, "flow must be read from a frame folder (flow_x_00001.jpg ...); run extract_flow")
+    if not path.is_file():
+        raise VideoDecodeError(path, "file not found")
+    return _read_video(path, idx, strategy)
+
+
+# ---------------------------------------------------------------------------------------------------- frame folders
+
+
+def flow_template(folder: Path) -> tuple[str, str] | None:
+    """The (x, y) file-name templates used in `folder`, or None when it holds no flow images."""
+    for tx, ty in FLOW_TEMPLATES:
+        if (folder / tx.format(1)).is_file() and (folder / ty.format(1)).is_file():
+            return tx, ty
+    return None
+
+
+def count_folder_frames(folder: str | Path, modality: Modality = "rgb") -> int:
+    """Number of frames in a frame folder: `img_*.jpg` files, or complete (x, y) flow pairs."""
+    folder = Path(folder)
+    if modality == "rgb":
+        return len(list(folder.glob("img_*.jpg")))
+    tpl = flow_template(folder)
+    if tpl is None:
+        return 0
+    prefix_x, prefix_y = (t.split("{")[0] for t in tpl)
+    return min(len(list(folder.glob(prefix_x + "[0-9]*.jpg"))), len(list(folder.glob(prefix_y + "[0-9]*.jpg"))))
+
+
+def _decode_jpeg(file: Path, gray: bool) -> Tensor:
+    """One JPEG as `(1 or 3, H, W)` uint8 (PIL: torchvision's image decoders are deprecated since 0.29)."""
+    from PIL import Image
+
+    try:
+        with Image.open(file) as img:
+            arr = np.asarray(img.convert("L" if gray else "RGB"))
+    except OSError as exc:
+        raise VideoDecodeError(file, f"cannot decode image ({exc})") from None
+    return torch.from_numpy(arr[None] if gray else np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def _read_folder(folder: Path, idx: list[int], modality: Modality) -> Tensor:
+    if modality == "rgb":
+        templates: tuple[str, ...] = (RGB_TEMPLATE,)
+    else:
+        tpl = flow_template(folder)
+        if tpl is None:
+            raise VideoDecodeError(folder, "no flow images (expected flow_x_00001.jpg/flow_y_00001.jpg or x_/y_)")
+        templates = tpl
+    unique = sorted(set(idx))
+    decoded: dict[int, Tensor] = {}
+    for i in unique:
+        planes = []
+        for tpl_name in templates:
+            file = folder / tpl_name.format(i + 1)
+            if not file.is_file():
+                raise VideoDecodeError(folder, f"frame {file.name} missing (index {i})")
+            planes.append(_decode_jpeg(file, gray=modality == "flow"))
+        decoded[i] = torch.cat(planes, 0)
+    shapes = {tuple(t.shape) for t in decoded.values()}
+    if len(shapes) > 1:
+        raise VideoDecodeError(folder, f"frames have different sizes {sorted(shapes)}")
+    return torch.stack([decoded[i] for i in idx])
+
+
+# ---------------------------------------------------------------------------------------------------- video files
+
+
+def _open(path: Path):
+    import av
+
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        reason = "empty file" if path.stat().st_size == 0 else f"cannot open ({type(exc).__name__}: {exc})"
+        raise VideoDecodeError(path, reason) from None
+    if not container.streams.video:
+        container.close()
+        raise VideoDecodeError(path, "no video stream")
+    return container
+
+
+def _seekable(container, stream) -> bool:
+    # AVI stores no presentation timestamps: with B-frames (packed xvid/divx, common in UCF101/HMDB51) the ones
+    # FFmpeg guesses are out of order, so only decoding from the start numbers the frames correctly.
+    if "avi" in container.format.name and stream.codec_context.has_b_frames:
+        return False
+    return stream.average_rate is not None and stream.time_base is not None
+
+
+def _read_video(path: Path, idx: list[int], strategy: Strategy) -> Tensor:
+    import av
+
+    wanted = set(idx)
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        first = min(wanted)
+        use_seek = strategy == "seek" or (strategy == "auto" and first >= SEEK_MIN_START)
+        got: dict[int, np.ndarray] | None = None
+        if use_seek and first > 0 and _seekable(container, stream):
+            try:
+                got = _decode_after_seek(container, stream, wanted)
+            except _Unreliable:
+                logger.debug("%s: timestamps unreliable after seek; decoding from the start", path)
+                container.close()
+                container = _open(path)
+                stream = container.streams.video[0]
+        if got is None:
+            got = _decode_from_start(path, container, stream, wanted)
+    except av.FFmpegError as exc:
+        raise VideoDecodeError(path, f"decoding failed ({type(exc).__name__}: {exc})") from None
+    finally:
+        container.close()
+    try:
+        frames = np.stack([got[i] for i in idx])
+    except ValueError:
+        raise VideoDecodeError(path, "frames have different sizes") from None
+    return torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))  # numpy transposes uint8 faster
+
+
+def _rgb(frame) -> np.ndarray:
+    """`(H, W, 3)` uint8 RGB; `reformat` first is several times faster than `to_ndarray(format=...)` in PyAV 18."""
+    return frame.reformat(format="rgb24").to_ndarray()
+
+
+def _decode_after_seek(container, stream, wanted: set[int]) -> dict[int, np.ndarray]:
+    """Seek to the keyframe before the first wanted frame; number frames by their timestamps."""
+    fps = Fraction(stream.average_rate)
+    tb = Fraction(stream.time_base)
+    start = stream.start_time or 0
+    first, last = min(wanted), max(wanted)
+    container.seek(start + int(first / fps / tb), stream=stream, backward=True)
+    got: dict[int, np.ndarray] = {}
+    prev = None
+    for frame in container.decode(stream):
+        if frame.pts is None:
+            raise _Unreliable
+        i = round((frame.pts - start) * tb * fps)
+        # The first frame must be at or before the target, and numbering must then advance by exactly one.
+        if (prev is None and i > first) or (prev is not None and i != prev + 1):
+            raise _Unreliable
+        prev = i
+        if i in wanted:
+            got[i] = _rgb(frame)
+        if i >= last:
+            return got
+    raise _Unreliable  # stream ended early: let the sequential path apply the truncation rules
+
+
+def _decode_from_start(path: Path, container, stream, wanted: set[int]) -> dict[int, np.ndarray]:
+    """Decode from frame 0, counting frames, up to the last wanted index."""
+    import av
+
+    last = max(wanted)
+    got: dict[int, np.ndarray] = {}
+    n, last_frame, error = 0, None, ""
+    try:
+        for frame in container.decode(stream):
+            if n in wanted:
+                got[n] = _rgb(frame)
+            last_frame, n = frame, n + 1
+            if n > last:
+                return got
+    except av.FFmpegError as exc:
+        error = f" ({type(exc).__name__}: {exc})"
+    if n == 0:
+        raise VideoDecodeError(path, f"no frame could be decoded{error}")
+    missing = sorted(wanted - set(got))
+    if missing[-1] >= n + TAIL_TOLERANCE:
+        raise VideoDecodeError(
+            path, f"only {n} frames decodable but frame {missing[-1]} requested (truncated or corrupt){error}"
+        )
+    tail = _rgb(last_frame)
+    for i in missing:
+        got[i] = tail
+    return got
