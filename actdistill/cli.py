@@ -36,7 +36,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from actdistill.config import load_config
     from actdistill.engine.fit import fit
 
-    cfg = load_config(args.config, args.overrides)
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
+        config, overrides = None, [config, *overrides]  # no recipe: overrides only
+    cfg = load_config(config, overrides)
     results = fit(cfg, resume=args.resume, overwrite=args.overwrite)
     last = results["last"]
     print(
@@ -116,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG_TRAIN,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("config", help="YAML recipe (see configs/)")
+    p.add_argument("config", nargs="?", help="YAML recipe (see configs/); optional when overrides say everything")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. optim.lr=0.01")
     p.add_argument("--resume", action="store_true", help="continue the run in train.out_dir from checkpoints/last.pt")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in train.out_dir")

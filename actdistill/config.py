@@ -198,7 +198,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ActdistillError(f"config file {path} not found; recipes live in configs/ (e.g. configs/demo.yaml)")
+            raise ActdistillError(f"config file {path} not found; recipes live in configs/ (e.g. configs/image/stanford40_pvt_v2_kd.yaml)")
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:

@@ -3,7 +3,7 @@
 Generates a synthetic UCF101-layout set (default 24 videos of 150 frames at 256², MPEG-4 in AVI, keyframe every
 12 frames), then measures
   1. raw PyAV decoding (frames/s, the ceiling), with and without RGB conversion;
-  2. `read_frames` with the `seek` and `sequential` strategies (and `auto`) on random 16- and 64-frame clips;
+  2. `read_frames` with the `seek` and `sequential` strategies on random 16- and 64-frame clips;
   3. DataLoader clips/s for 16×112² and 64×224² training clips with 1 and 2 workers, ours vs naive.
 Prints a table and the same numbers as JSON.
 
@@ -84,7 +84,7 @@ def strategies(paths: list[Path], num_frames: int, clip_len: int, reps: int) -> 
     checks that every strategy returns the same frames."""
     gen = torch.Generator().manual_seed(0)
     clips = [(p, dense_clip_indices(num_frames, clip_len, 1, "train", gen)) for _ in range(reps) for p in paths]
-    names = ("sequential", "seek", "auto")
+    names = ("sequential", "seek")
     spent = dict.fromkeys(names, 0.0)
     for p, idx in clips:
         ref = None
@@ -169,9 +169,9 @@ def main() -> None:
 def print_table(res: dict) -> None:
     raw = res["raw_pyav_frames_per_s"]
     print(f"\nraw PyAV: {raw['decode_only']:.0f} frames/s decode only, {raw['decode_rgb']:.0f} with RGB conversion")
-    print("\nread_frames clips/s   sequential     seek     auto")
+    print("\nread_frames clips/s   sequential     seek")
     for k, v in res["read_frames_clips_per_s"].items():
-        print(f"  {k:<18} {v['sequential']:>10.1f} {v['seek']:>8.1f} {v['auto']:>8.1f}")
+        print(f"  {k:<18} {v['sequential']:>10.1f} {v['seek']:>8.1f}")
     print("\nDataLoader clips/s    actdistill    naive   speed-up")
     for k, v in res["loader_clips_per_s"].items():
         a, b = v["actdistill"], v["naive_decode_all"]

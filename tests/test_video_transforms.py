@@ -119,7 +119,9 @@ def test_to_normalized_clip_layout_and_values():
     clip[:, 1] = 0
     out = ToNormalizedClip(FLOW_MEAN, FLOW_STD)(clip)
     assert out.shape == (2, 5, 4, 4) and out.dtype == torch.float32
-    assert torch.allclose(out[0], torch.tensor((1 - 0.5) / 0.226)) and torch.allclose(out[1], torch.tensor(-0.5 / 0.226))
+    assert torch.allclose(out[0], torch.tensor((1 - 0.5) / 0.226)) and torch.allclose(
+        out[1], torch.tensor(-0.5 / 0.226)
+    )
     with pytest.raises(ActdistillError, match="channels"):
         ToNormalizedClip()(clip)  # ImageNet statistics on a 2-channel flow clip
 

@@ -42,7 +42,10 @@ class SeededView(Dataset):
     def __getitem__(self, index: int) -> Any:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(hash((self.seed, self.epoch, index)) % 2**63)
-            return self.dataset[index]
+            sample = self.dataset[index]
+        if isinstance(sample, dict):
+            sample["index"] = index  # positions in this view: memory-bank methods index by them
+        return sample
 
 
 def _limit(dataset: Dataset, n: int) -> Dataset:

@@ -22,7 +22,7 @@ from actdistill.errors import ActdistillError
 logger = logging.getLogger("actdistill.data")
 
 Modality = Literal["rgb", "flow"]
-Strategy = Literal["auto", "seek", "sequential"]
+Strategy = Literal["seek", "sequential"]
 
 RGB_TEMPLATE = "img_{:05d}.jpg"
 FLOW_TEMPLATES = (("flow_x_{:05d}.jpg", "flow_y_{:05d}.jpg"), ("x_{:05d}.jpg", "y_{:05d}.jpg"))
@@ -31,9 +31,9 @@ VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".m
 # A header frame count a few frames above what the file actually decodes to is common in UCF101/HMDB51 AVIs;
 # indices that fall at most this far past the last decodable frame repeat that frame instead of failing.
 TAIL_TOLERANCE = 8
-# With the "auto" strategy, seek only when the clip starts at least this many frames in; closer to the start the
-# seek costs more than decoding the few frames it would skip (benchmarks/bench_video_loader.py, docs/video_data.md).
-SEEK_MIN_START = 32
+# Default strategy: seeking to the keyframe before the clip beat decoding from the start for 16- and 64-frame clips
+# of 150-frame videos (2-3× faster; benchmarks/bench_video_loader.py, docs/video_data.md).
+DEFAULT_STRATEGY = "seek"
 
 
 class VideoDecodeError(ActdistillError):
@@ -49,9 +49,14 @@ class _Unreliable(Exception):
 
 
 def read_frames(
-    path: str | Path, indices: Sequence[int], *, modality: Modality = "rgb", strategy: Strategy = "auto"
+    path: str | Path, indices: Sequence[int], *, modality: Modality = "rgb", strategy: Strategy = DEFAULT_STRATEGY
 ) -> Tensor:
-    """Frames `indices` (0-based) of a video or frame folder as `(T, C, H, W)` uint8; C = 3 (RGB) or 2 (flow x, y)."""
+    """Frames `indices` (0-based) of a video or frame folder as `(T, C, H, W)` uint8; C = 3 (RGB) or 2 (flow x, y).
+
+    `strategy="seek"` jumps to the keyframe before the first index when the file's timestamps allow it (not in
+    AVIs with B-frames), "sequential" decodes from frame 0; both stop at the last index. The tensor has
+    channels-last strides (a view of the decoded `(T, H, W, C)` array); call `.contiguous()` if you need to.
+    """
     path = Path(path)
     idx = [int(i) for i in indices]
     if not idx:
@@ -90,16 +95,15 @@ def count_folder_frames(folder: str | Path, modality: Modality = "rgb") -> int:
     return min(len(list(folder.glob(prefix_x + "[0-9]*.jpg"))), len(list(folder.glob(prefix_y + "[0-9]*.jpg"))))
 
 
-def _decode_jpeg(file: Path, gray: bool) -> Tensor:
-    """One JPEG as `(1 or 3, H, W)` uint8 (PIL: torchvision's image decoders are deprecated since 0.29)."""
+def _decode_jpeg(file: Path, gray: bool) -> np.ndarray:
+    """One JPEG as `(H, W)` (gray) or `(H, W, 3)` uint8 (PIL: torchvision's image decoders are deprecated)."""
     from PIL import Image
 
     try:
         with Image.open(file) as img:
-            arr = np.asarray(img.convert("L" if gray else "RGB"))
+            return np.asarray(img.convert("L" if gray else "RGB"))
     except OSError as exc:
         raise VideoDecodeError(file, f"cannot decode image ({exc})") from None
-    return torch.from_numpy(arr[None] if gray else np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
 def _read_folder(folder: Path, idx: list[int], modality: Modality) -> Tensor:
@@ -110,20 +114,26 @@ def _read_folder(folder: Path, idx: list[int], modality: Modality) -> Tensor:
         if tpl is None:
             raise VideoDecodeError(folder, "no flow images (expected flow_x_00001.jpg/flow_y_00001.jpg or x_/y_)")
         templates = tpl
-    unique = sorted(set(idx))
-    decoded: dict[int, Tensor] = {}
-    for i in unique:
+    decoded: dict[int, np.ndarray] = {}
+    for i in sorted(set(idx)):
         planes = []
         for tpl_name in templates:
             file = folder / tpl_name.format(i + 1)
             if not file.is_file():
                 raise VideoDecodeError(folder, f"frame {file.name} missing (index {i})")
             planes.append(_decode_jpeg(file, gray=modality == "flow"))
-        decoded[i] = torch.cat(planes, 0)
-    shapes = {tuple(t.shape) for t in decoded.values()}
-    if len(shapes) > 1:
-        raise VideoDecodeError(folder, f"frames have different sizes {sorted(shapes)}")
-    return torch.stack([decoded[i] for i in idx])
+        decoded[i] = planes[0] if modality == "rgb" else np.stack(planes, axis=-1)
+    return _to_tensor(folder, [decoded[i] for i in idx])
+
+
+def _to_tensor(path: Path, frames: list[np.ndarray]) -> Tensor:
+    """`T × (H, W, C)` arrays → `(T, C, H, W)` uint8. The memory stays channels-last as decoded: no copy, and
+    torch's uint8 antialiased resize is about twice as fast on it (benchmarks/bench_video_loader.py)."""
+    try:
+        stacked = np.stack(frames)
+    except ValueError:
+        raise VideoDecodeError(path, f"frames have different sizes {sorted({f.shape for f in frames})}") from None
+    return torch.from_numpy(stacked).permute(0, 3, 1, 2)
 
 
 # ---------------------------------------------------------------------------------------------------- video files
@@ -159,9 +169,8 @@ def _read_video(path: Path, idx: list[int], strategy: Strategy) -> Tensor:
     try:
         stream = container.streams.video[0]
         first = min(wanted)
-        use_seek = strategy == "seek" or (strategy == "auto" and first >= SEEK_MIN_START)
         got: dict[int, np.ndarray] | None = None
-        if use_seek and first > 0 and _seekable(container, stream):
+        if strategy == "seek" and first > 0 and _seekable(container, stream):
             try:
                 got = _decode_after_seek(container, stream, wanted)
             except _Unreliable:
@@ -175,11 +184,7 @@ def _read_video(path: Path, idx: list[int], strategy: Strategy) -> Tensor:
         raise VideoDecodeError(path, f"decoding failed ({type(exc).__name__}: {exc})") from None
     finally:
         container.close()
-    try:
-        frames = np.stack([got[i] for i in idx])
-    except ValueError:
-        raise VideoDecodeError(path, "frames have different sizes") from None
-    return torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))  # numpy transposes uint8 faster
+    return _to_tensor(path, [got[i] for i in idx])
 
 
 def _rgb(frame) -> np.ndarray:

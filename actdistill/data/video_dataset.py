@@ -30,7 +30,7 @@ MODALITIES = ("rgb", "flow", "rgb+flow")
 
 def _to_float(clip: Tensor) -> Tensor:
     """Default transform: `(T, C, H, W)` uint8 → `(C, T, H, W)` float32 in [0, 1]."""
-    return clip.permute(1, 0, 2, 3).float().div_(255)
+    return clip.permute(1, 0, 2, 3).to(torch.float32, memory_format=torch.contiguous_format).div_(255)
 
 
 class VideoClipDataset(Dataset):
@@ -123,6 +123,8 @@ def _from_entries(
 ) -> tuple[VideoClipDataset, list[str]]:
     root = Path(cfg.root)
     modality = getattr(cfg, "modality", "rgb")
+    if modality not in MODALITIES:
+        raise ActdistillError(f"data.modality must be one of {', '.join(MODALITIES)}; got {modality!r}")
     flow_root = getattr(cfg, "flow_root", "") or None
     records = cached_manifest(
         root,

@@ -93,9 +93,13 @@ def check_method(method_cfg: dict[str, Any]) -> tuple[type[Distiller], dict[str,
     return cls, params
 
 
-def build_method(method_cfg: dict[str, Any], student: nn.Module, teacher: nn.Module | None) -> Distiller:
-    """Instantiate the registered method with its checked hyper-parameters."""
+def build_method(
+    method_cfg: dict[str, Any], student: nn.Module, teacher: nn.Module | None, num_data: int = 0
+) -> Distiller:
+    """Instantiate the registered method with its checked hyper-parameters (`num_data` for memory banks)."""
     cls, params = check_method(method_cfg)
+    if "num_data" in inspect.signature(cls.__init__).parameters and not params.get("num_data"):
+        params["num_data"] = num_data
     if cls.uses_teacher and teacher is None:
         raise ActdistillError(f"method '{cls.__name__}' needs a teacher: set teacher.checkpoint (or teacher.name)")
     return cls(student, teacher, **params)
@@ -163,7 +167,7 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
         if tuple(t_cfg.mean) != tuple(s_cfg.mean) or tuple(t_cfg.std) != tuple(s_cfg.std):
             log.info("teacher expects mean/std %s/%s; re-normalising its input", t_cfg.mean, t_cfg.std)
             teacher = Renormalize(teacher, s_cfg.mean, s_cfg.std, t_cfg.mean, t_cfg.std)
-    distiller = build_method(cfg.method, student, teacher).to(device)
+    distiller = build_method(cfg.method, student, teacher, num_data=len(data.train)).to(device)  # type: ignore[arg-type]
     if cfg.train.channels_last:
         distiller.to(memory_format=torch.channels_last)
 

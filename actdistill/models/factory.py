@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -83,19 +82,19 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
         raise ActdistillError(f"checkpoint file '{path}' does not exist; check the path given as pretrained=")
     if path.suffix.lower() not in _SUFFIXES:
         raise ActdistillError(f"checkpoint '{path}' has an unknown suffix; use one of {', '.join(_SUFFIXES)}")
-    if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
     try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ActdistillError(
-            f"checkpoint '{path}' holds Python objects that are unsafe to load ({str(exc).splitlines()[0][:120]}); "
-            "re-save only the weights with torch.save(model.state_dict(), path)"
-        ) from None
-    except (RuntimeError, EOFError) as exc:
+    except Exception as exc:
+        if "Weights only load failed" in str(exc):
+            raise ActdistillError(
+                f"checkpoint '{path}' holds Python objects beyond tensors and plain containers, which are unsafe to "
+                "load; re-save only the weights with torch.save(model.state_dict(), path)"
+            ) from None
         raise ActdistillError(f"checkpoint '{path}' could not be read ({type(exc).__name__}); it is corrupt") from None
     return _unwrap(obj, path)
 
@@ -139,8 +138,11 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
         shapes = ", ".join(f"{k} {tuple(state[k].shape) if k in state else 'absent'}" for k in dropped)
         log.warning(
             "checkpoint '%s': classifier (%s) does not match num_classes=%s; the head stays randomly initialised "
-            "(fine-tuning)", path, shapes, getattr(model, "num_classes", "?"),
-        )  # fmt: skip
+            "(fine-tuning)",
+            path,
+            shapes,
+            getattr(model, "num_classes", "?"),
+        )
         state = {k: v for k, v in state.items() if k not in dropped}
     model.load_state_dict(state, strict=False)
 

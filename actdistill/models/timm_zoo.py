@@ -49,8 +49,8 @@ class TimmAdapter(nn.Module):
             for f in model.feature_info
         ]
         # The layout timm's forward_head expects; confirmed from real shapes on every forward_features call.
-        self._layout = "nlc" if type(model).__name__ in _NLC_CLASSES else str(getattr(model, "output_fmt", "NCHW"))
-        self._layout = self._layout.lower()
+        fmt = str(getattr(model, "output_fmt", "NCHW")).lower()
+        self._layout = "nlc" if type(model).__name__ in _NLC_CLASSES else "nhwc" if "nhwc" in fmt else "nchw"
         self._prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
         self._warned_token_pool = False
 

@@ -1,0 +1,111 @@
+"""The command line: listing, one-line errors naming the problem and the fix, data synthesis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from actdistill.cli import main
+
+
+def test_list_models_shows_paper1_names(capsys):
+    assert main(["list", "models"]) == 0
+    out = capsys.readouterr().out
+    for name in (
+        "convnext_small",
+        "swinv2_cr_tiny_ns_224",
+        "twins_svt_small",
+        "mvitv2_tiny",
+        "convit_small",
+        "pvt_v2_b2_li",
+        "convnext_demo",
+        "pvt_v2_demo",
+    ):
+        assert name in out
+    assert "PVT-v2" in out and "ConvNeXt" in out
+
+
+def test_list_methods_and_datasets(capsys):
+    assert main(["list", "methods"]) == 0
+    out = capsys.readouterr().out
+    assert "vanilla" in out and "kd" in out and "Hinton" in out
+    assert main(["list", "datasets"]) == 0
+    assert "stanford40" in capsys.readouterr().out
+
+
+def _errors(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err
+
+
+def test_unknown_model_is_one_line_with_suggestion(capsys, tmp_path):
+    root = tmp_path / "d"
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                "--out",
+                str(root),
+                "--classes",
+                "2",
+                "--train-per-class",
+                "2",
+                "--test-per-class",
+                "1",
+                "--size",
+                "32",
+            ]
+        )
+        == 0
+    )
+    code, err = _errors(
+        capsys, ["train", f"data.root={root}", "student.name=convnxt_demo", f"train.out_dir={tmp_path / 'run'}"]
+    )
+    assert code == 2
+    assert len([line for line in err if line.startswith("actdistill: error:")]) == 1
+    assert "unknown model 'convnxt_demo'" in err[-1] and "Did you mean: convnext_demo" in err[-1]
+
+
+def test_missing_split_file_names_the_file(capsys, tmp_path):
+    root = tmp_path / "d"
+    main(
+        [
+            "data",
+            "synth",
+            "--out",
+            str(root),
+            "--classes",
+            "2",
+            "--train-per-class",
+            "2",
+            "--test-per-class",
+            "1",
+            "--size",
+            "32",
+        ]
+    )
+    (root / "ImageSplits" / "train.txt").unlink()
+    code, err = _errors(
+        capsys, ["train", f"data.root={root}", "student.name=convnext_demo", f"train.out_dir={tmp_path / 'run'}"]
+    )
+    assert code == 2
+    assert str(root / "ImageSplits" / "train.txt") in err[-1] and "data.root" in err[-1]
+
+
+def test_bad_override_and_unknown_key(capsys):
+    recipe = str(Path(__file__).resolve().parents[1] / "configs" / "image" / "stanford40_pvt_v2_kd.yaml")
+    code, err = _errors(capsys, ["train", recipe, "optim.lr"])
+    assert code == 2 and "section.key=value" in err[-1]
+    code, err = _errors(capsys, ["train", "optim.learning_rate=0.1"])
+    assert code == 2 and "unknown key 'optim.learning_rate'" in err[-1]
+
+
+@pytest.mark.parametrize("command", [["demo"], ["train"], ["eval"], ["list"], ["data", "synth"]])
+def test_help_is_available(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*command, "--help"])
+    assert exc.value.code == 0
+    assert "usage: actdistill" in capsys.readouterr().out
