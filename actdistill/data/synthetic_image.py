@@ -40,7 +40,7 @@ _OBJECT_OF = {
 }
 _OBJECTS = ("ball", "phone", "book", "cup", "box", "umbrella")
 _SPLIT_ID = {"train": 0, "test": 1}
-_K = dict(scale=(0.45, 0.8), width=(0.035, 0.065), floor=0.7, contrast=60, noise=(3, 12), clutter=(2, 7), distract=(1, 3), gradient=1.0)
+_K = dict(scale=(0.45, 0.8), width=(0.05, 0.08), floor=0.7, contrast=80, noise=(2, 8), clutter=(1, 5), distract=(1, 3))
 _SS = 2  # supersampling factor: draw at 2x and box-filter down for anti-aliased strokes
 
 # Skeleton in figure units: y up, feet at 0, head top at 1.
@@ -93,22 +93,22 @@ def _object(kind: str, rng: np.random.Generator, at: Point, unit: float, angle: 
     """Primitives of an object centred at `at`; `unit` is the object size scale (1 = held size)."""
     x, y = at
     if kind == "ball":
-        r = unit * rng.uniform(0.045, 0.06)
+        r = unit * rng.uniform(0.07, 0.09)
         return [("ellipse", at, r, r, _bright(rng, 100))]
     if kind == "phone":
         g = int(rng.integers(0, 60))
-        return [("poly", _rect(x, y, 0.032 * unit, 0.07 * unit, angle), (g, g, g + int(rng.integers(0, 30))))]
+        return [("poly", _rect(x, y, 0.05 * unit, 0.11 * unit, angle), (g, g, g + int(rng.integers(0, 30))))]
     if kind == "cup":
-        w, h = 0.05 * unit, 0.065 * unit
+        w, h = 0.075 * unit, 0.1 * unit
         pts = [(x - w / 2, y + h / 2), (x + w / 2, y + h / 2), (x + w / 3, y - h / 2), (x - w / 3, y - h / 2)]
         return [("poly", _rot(pts, angle, at), _bright(rng, 150))]
     if kind == "box":
-        w, h = unit * rng.uniform(0.2, 0.28), unit * rng.uniform(0.14, 0.2)
+        w, h = unit * rng.uniform(0.26, 0.34), unit * rng.uniform(0.18, 0.25)
         col = (int(rng.integers(120, 210)), int(rng.integers(75, 140)), int(rng.integers(30, 90)))
         tape = _rot([(x - w / 2, y + h * 0.1), (x + w / 2, y + h * 0.1)], angle, at)
         return [("poly", _rect(x, y, w, h, angle), col), ("line", tape, 0.012 * unit, (230, 210, 150))]
     if kind == "book":
-        w, h, g = unit * rng.uniform(0.08, 0.1), unit * rng.uniform(0.1, 0.13), int(rng.integers(205, 256))
+        w, h, g = unit * rng.uniform(0.11, 0.14), unit * rng.uniform(0.15, 0.19), int(rng.integers(205, 256))
         prims: list[Prim] = []
         for side in (-1, 1):  # two pages meeting at the spine, slightly opened into a V
             page = [(x, y), (x + side * w, y + 0.015 * unit), (x + side * w, y + h), (x, y + h - 0.015 * unit)]
@@ -128,7 +128,7 @@ def _pose(action: str, rng: np.random.Generator) -> tuple[dict[str, Point], list
     lean, head_shift, lift = 0.0, (0.0, 0.0), 0.0
     arm_a = arm_b = leg_a = leg_b = None  # (theta_upper, theta_lower) or a target for IK
     targets: dict[str, Point] = {}
-    props: list[tuple[str, Point, float]] = []  # (object kind, offset from a joint name, angle)
+    props: list[tuple[str, str, float]] = []  # (object kind, joint it is held at, angle in degrees)
     if action == "applauding":
         c = (u(0.08, 0.15), u(0.55, 0.67))
         targets = {"a": (c[0] + 0.008, c[1]), "b": (c[0] - 0.008, c[1])}
@@ -187,8 +187,8 @@ def _pose(action: str, rng: np.random.Generator) -> tuple[dict[str, Point], list
     neck = _step(pelvis, 180 - lean, NECK_Y - PELVIS_Y)
     shoulder = _step(pelvis, 180 - lean, NECK_Y - PELVIS_Y - SHOULDER_DY)
     j: dict[str, Point] = {"pelvis": pelvis, "neck": neck}
-    j["head"] = (*_step(pelvis, 180 - lean, HEAD_Y - PELVIS_Y),)
-    j["head"] = (j["head"][0] + head_shift[0], j["head"][1] + head_shift[1])
+    hx, hy = _step(pelvis, 180 - lean, HEAD_Y - PELVIS_Y)
+    j["head"] = (hx + head_shift[0], hy + head_shift[1])
     for side, name, arm, leg in ((1, "a", arm_a, leg_a), (-1, "b", arm_b, leg_b)):
         sh = (shoulder[0] + side * SHOULDER_X, shoulder[1])
         hip = (side * HIP_X, PELVIS_Y)
@@ -210,10 +210,9 @@ def _pose(action: str, rng: np.random.Generator) -> tuple[dict[str, Point], list
     for kind, anchor, angle in props:
         if anchor == "hands":
             at = ((j["hand_a"][0] + j["hand_b"][0]) / 2, (j["hand_a"][1] + j["hand_b"][1]) / 2)
-            at = (at[0], at[1] - 0.04) if kind == "box" else (at[0] + 0.01, at[1] - 0.03)
-        elif kind == "ball":
-            r_off = 0.05
-            at = (j[anchor][0] + r_off, j[anchor][1] + 0.01)
+            at = (at[0], at[1] - 0.06) if kind == "box" else (at[0] + 0.01, at[1] - 0.05)
+        elif kind == "ball":  # just in front of the kicking foot
+            at = (j[anchor][0] + 0.085, j[anchor][1] + 0.01)
         else:
             at = j[anchor]
         prims += _object(kind, rng, at, 1.0, angle)

@@ -2,8 +2,8 @@
 
 `<out>/<Class>/v_<Class>_gGG_cCC.avi` plus `<out>/ucfTrainTestlist/` (`classInd.txt`, `trainlist0{1,2,3}.txt`,
 `testlist0{1,2,3}.txt`, CRLF like the official files), so `actdistill.data.ucf101` and the `ucf101` dataset read it
-unchanged. Clips of one group share background, actor colour and size (as in UCF101), and each test split holds
-whole groups, so train and test never share a group.
+unchanged. Clips of one group share background, actor colour and size (as in UCF101; here group g is the same scene
+in every class, so scenes carry no label), and each test split holds whole groups: train and test never share a scene.
 
 Three class pairs differ ONLY in motion: `StandUp` is `SitDown` played backwards, `RunLeft` is `RunRight` played
 backwards (same frames, reversed order), and `WalkFast` is the `WalkSlow` gait cycle at 2.2× the speed (the same
@@ -203,7 +203,7 @@ def render_video(action: str, rng: np.random.Generator, frames: int = 32, size: 
     figs, dx, chair = _poses(base, frames, rng)
     scale = style["height"] * rng.uniform(0.92, 1.08) * S
     ground = style["ground"] * S + rng.uniform(-0.02, 0.02) * S
-    width = max(0.055 * scale, 1.5 * _SS)
+    width = max(0.065 * scale, 1.5 * _SS)
     # Figures stay in view: a path longer than the frame wraps around horizontally (long videos) instead.
     margin = 0.3 * scale
     lo, hi = margin - min(dx.min(), 0) * scale, S - margin - max(dx.max(), 0) * scale
@@ -271,8 +271,9 @@ def _split_groups(groups: int) -> list[set[int]]:
 def _write_clip(job: tuple) -> None:
     path, name, key, frames, size, fps, gop = job
     seed, label, group, clip = key
-    # One scene per (class, group), like a UCF101 group; the classes of a motion pair draw from the same pool.
-    style = _group_style(np.random.default_rng([seed, label, group, 0]), size)
+    # One scene per group, shared by every class: the background then carries no label information (with scenes
+    # per class and group, small models memorise the few training backgrounds and stay at chance on new groups).
+    style = _group_style(np.random.default_rng([seed, group, 0]), size)
     encode_video(
         render_video(name, np.random.default_rng([seed, label, group, clip]), frames, size, style), path, fps, gop
     )

@@ -1,0 +1,162 @@
+"""Relation-based methods: RKD and CRD (SPEC §7.9; functional `rkd_parts`, `crd_loss`).
+
+Both embed a globally average-pooled feature map (default: the last stage) per sample: `(B, C, …) → (B, C)`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from actdistill.distill.adapters import channels_of, global_pool
+from actdistill.distill.base import Batch, StepOutput, make_output
+from actdistill.distill.feature import FeatureDistiller, LayerSpec
+from actdistill.distill.functional import crd_loss, rkd_parts
+from actdistill.distill.logit import class_logits, register_method
+from actdistill.distill.taps import probe_shapes
+from actdistill.errors import ActdistillError
+
+
+@register_method(
+    "rkd",
+    paper="Relational KD, Park et al. CVPR-19",
+    knowledge="relation",
+    source="RKD paper §4 / lenscloth/RKD and RepDistiller distiller_zoo/RKD.py (w_d=25, w_a=50, -b 1)",
+)
+class RKD(FeatureDistiller):
+    """Relational KD: `L = w_ce·CE + w_d·distance + w_a·angle` on pooled embeddings `(B, C_s)`, `(B, C_t)`.
+
+    distance/angle: SmoothL1 between the mean-normalised pairwise distances / triplet angle cosines of the batch
+    (`functional.rkd_parts`; needs B ≥ 2, B ≥ 3 for angles). Parts `ce`, `rkd_distance`, `rkd_angle`.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        *,
+        student_layer: LayerSpec = -1,
+        teacher_layer: LayerSpec = -1,
+        distance_weight: float = 25.0,
+        angle_weight: float = 50.0,
+        ce_weight: float = 1.0,
+    ) -> None:
+        super().__init__(student, teacher)
+        self.distance_weight, self.angle_weight, self.ce_weight = distance_weight, angle_weight, ce_weight
+        self.tap_s, self.tap_t = self._taps(student_layer, teacher_layer)
+
+    def forward(self, batch: Batch) -> StepOutput:
+        run_s, run_t = self._runs(batch)
+        distance, angle = rkd_parts(global_pool(run_s.get(self.tap_s)), global_pool(run_t.get(self.tap_t)))
+        logits = class_logits(run_s.logits)
+        parts = {
+            **self._ce(logits, batch, self.ce_weight),
+            "rkd_distance": self.distance_weight * distance,
+            "rkd_angle": self.angle_weight * angle,
+        }
+        return make_output(logits, parts)
+
+
+class ContrastMemory(nn.Module):
+    """CRD's two memory banks `(N, D)` (student and teacher embeddings) and the normalising constants Z_s, Z_t.
+
+    All buffers, so they are saved with the method (`student_state()`) and restored on resume. Banks start
+    `U(−s, s)`, s = 1/√(D/3); Z < 0 means "not fixed yet" (they are fixed on the first batch).
+    """
+
+    def __init__(self, num_data: int, dim: int) -> None:
+        super().__init__()
+        bound = 1.0 / math.sqrt(dim / 3)
+        self.register_buffer("memory_s", torch.rand(num_data, dim) * 2 * bound - bound)
+        self.register_buffer("memory_t", torch.rand(num_data, dim) * 2 * bound - bound)
+        self.register_buffer("z_s", torch.tensor(-1.0))
+        self.register_buffer("z_t", torch.tensor(-1.0))
+
+    @torch.no_grad()
+    def update(self, index: Tensor, emb_s: Tensor, emb_t: Tensor, momentum: float) -> None:
+        """`M[i] ← normalize(m·M[i] + (1 − m)·e)` for both banks."""
+        for bank, emb in ((self.memory_s, emb_s), (self.memory_t, emb_t)):
+            bank[index] = F.normalize(momentum * bank[index] + (1 - momentum) * emb.detach().float(), dim=1)
+
+
+@register_method(
+    "crd",
+    paper="Contrastive Representation Distillation, Tian et al. ICLR-20",
+    knowledge="relation",
+    source="SPEC §7.9; RepDistiller scripts/run_cifar_distill.sh (K=16384, τ=0.07, m=0.5, -b 0.8)",
+)
+class CRD(FeatureDistiller):
+    """CRD (SPEC §7.9): `L = w_ce·CE + w·(ℓ(o_s) + ℓ(o_t))` with NCE over one positive and K negatives per sample.
+
+    e = L2norm(Linear(pooled feature)) (dim `feat_dim`, one trainable embedding per side); o_s = exp(⟨M_t[idx], e_s⟩/τ)
+    / Z_s and o_t = exp(⟨M_s[idx], e_t⟩/τ) / Z_t, Z fixed on the first batch as mean(o)·N; idx = [index, K negatives]
+    drawn uniformly from the other N−1 samples ("relax" mode), without replacement when K ≤ N−1 and the draw is small
+    (B·(N−1) ≤ 2²²), else with replacement. Banks are updated with momentum after the loss, in training mode only.
+    Needs `batch["index"]` (dataset indices) and `num_data` = N, the training-set size (the engine passes it).
+    Scores are computed in fp32 with autocast off. Parts `ce`, `crd`.
+    """
+
+    requires = frozenset({"index"})
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        *,
+        student_layer: LayerSpec = -1,
+        teacher_layer: LayerSpec = -1,
+        feat_dim: int = 128,
+        nce_k: int = 16384,
+        nce_t: float = 0.07,
+        nce_momentum: float = 0.5,
+        weight: float = 0.8,
+        ce_weight: float = 1.0,
+        num_data: int = 0,
+    ) -> None:
+        super().__init__(student, teacher)
+        if num_data < 2:
+            raise ActdistillError(f"crd needs num_data (the training-set size, at least 2), got {num_data}")
+        self.nce_k, self.nce_t, self.nce_momentum = int(nce_k), float(nce_t), float(nce_momentum)
+        self.weight, self.ce_weight, self.num_data = float(weight), float(ce_weight), int(num_data)
+        self.tap_s, self.tap_t = self._taps(student_layer, teacher_layer)
+        (shape_s,), (shape_t,) = probe_shapes(student, [self.tap_s]), probe_shapes(teacher, [self.tap_t])
+        self.embed_s = nn.Linear(channels_of(shape_s), feat_dim)
+        self.embed_t = nn.Linear(channels_of(shape_t), feat_dim)
+        self.memory = ContrastMemory(self.num_data, feat_dim)
+
+    def negatives(self, index: Tensor) -> Tensor:
+        """`(B, K)` indices of other samples (never the positive `index[b]`)."""
+        b, n, k = index.shape[0], self.num_data, self.nce_k
+        if k <= n - 1 and b * (n - 1) <= 2**22:
+            draw = torch.rand(b, n - 1, device=index.device).topk(k, dim=1).indices
+        else:
+            draw = torch.randint(0, n - 1, (b, k), device=index.device)
+        return draw + (draw >= index[:, None]).long()  # skip over the positive
+
+    def _scores(self, bank: Tensor, index: Tensor, emb: Tensor, z: Tensor) -> Tensor:
+        scores = torch.exp(torch.bmm(bank[index], emb.unsqueeze(2)).squeeze(2) / self.nce_t)
+        if float(z) < 0:  # Z is fixed once, on the first batch (RepDistiller crd/memory.py)
+            z.fill_(float(scores.detach().mean()) * self.num_data)
+        return scores / z
+
+    def forward(self, batch: Batch) -> StepOutput:
+        if "index" not in batch:
+            raise ActdistillError("crd needs batch['index'] (dataset indices); use an actdistill dataset/loader")
+        index = batch["index"].long().reshape(-1)
+        if int(index.min()) < 0 or int(index.max()) >= self.num_data:
+            raise ActdistillError(f"crd: batch index {int(index.max())} outside num_data={self.num_data}")
+        run_s, run_t = self._runs(batch)
+        idx = torch.cat([index[:, None], self.negatives(index)], dim=1)
+        with torch.autocast(device_type=index.device.type, enabled=False):
+            emb_s = F.normalize(self.embed_s(global_pool(run_s.get(self.tap_s)).float()), dim=1)
+            emb_t = F.normalize(self.embed_t(global_pool(run_t.get(self.tap_t)).float()), dim=1)
+            o_s = self._scores(self.memory.memory_t, idx, emb_s, self.memory.z_s)
+            o_t = self._scores(self.memory.memory_s, idx, emb_t, self.memory.z_t)
+            crd = crd_loss(o_s, o_t, self.num_data)
+        if self.training:
+            self.memory.update(index, emb_s, emb_t, self.nce_momentum)
+        logits = class_logits(run_s.logits)
+        return make_output(logits, {**self._ce(logits, batch, self.ce_weight), "crd": self.weight * crd})

@@ -1,0 +1,352 @@
+"""Every registered method takes a training step on an image and a video pair; then per-method behaviour."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import actdistill.distill  # noqa: F401  (registers the methods)
+from actdistill.distill.combined import Collab, Combo
+from actdistill.distill.feature import AT, FN, MGD, FitNet, SimKD
+from actdistill.distill.functional import ctkd_lambda, dkd_parts, fn_loss, kd_loss
+from actdistill.distill.logit import CTKD, DKD, KD
+from actdistill.distill.relation import CRD
+from actdistill.errors import ActdistillError
+from actdistill.models import create_model
+from actdistill.models._contract import FeatureInfo, PretrainedCfg
+from actdistill.registry import METHODS
+
+PAIRS = {
+    "cnn_to_vit": (
+        lambda: create_model("convnext_demo", 3),
+        lambda: create_model("pvt_v2_demo", 3),
+        (2, 3, 32, 32),
+    ),
+    "i3d_to_frames": (
+        lambda: create_model("i3d", 3, channel_scale=0.125),
+        lambda: create_model("frames", 3, image_model="pvt_v2_demo"),
+        (2, 3, 8, 32, 32),
+    ),
+}
+# Methods that cannot be built from (student, teacher) alone.
+TEST_KWARGS = {
+    "crd": {"num_data": 16, "nce_k": 8},
+    "combo": {"methods": [{"name": "kd", "temperature": 4}, {"name": "at"}]},
+}
+
+
+def _batch(shape: tuple[int, ...]) -> dict:
+    return {"input": torch.randn(shape), "label": torch.tensor([0, 2]), "index": torch.tensor([3, 11])}
+
+
+@pytest.mark.parametrize("pair", sorted(PAIRS))
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_takes_a_step(name: str, pair: str) -> None:
+    torch.manual_seed(0)
+    make_teacher, make_student, shape = PAIRS[pair]
+    teacher, student = make_teacher(), make_student()
+    method = METHODS.get(name)(student, teacher, **TEST_KWARGS.get(name, {}))
+    method.train()
+    teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student_before = [p.detach().clone() for p in student.parameters()]
+    params = list(method.trainable_parameters())
+    trainable = {id(p) for p in params}
+    assert len(trainable) == len(params), "a parameter is listed twice"
+    assert not trainable & {id(p) for p in teacher.parameters()}
+    optimizer = torch.optim.SGD(params, lr=0.1)
+
+    out = method(_batch(shape))
+    assert torch.allclose(out.loss, sum(p.float() for p in out.parts.values()))
+    assert out.logits.shape == (2, 3)
+    out.loss.backward()
+    optimizer.step()
+
+    for key, value in teacher.state_dict().items():
+        assert torch.equal(value, teacher_before[key]), key  # BatchNorm statistics included
+    assert all(p.grad is None for p in teacher.parameters())
+    assert {id(p) for p in method.parameters() if p.grad is not None} <= trainable
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(student_before, student.parameters()))
+
+
+# ------------------------------------------------------------------------------------------------ toy models
+
+
+class ToyNet(nn.Module):
+    """A contract-following CNN: stages of Conv(k3, stride s) → ReLU; head: global average pool → Linear."""
+
+    def __init__(self, channels=(4, 8), strides=(2, 2), video: bool = False, num_classes: int = 3) -> None:
+        super().__init__()
+        conv = nn.Conv3d if video else nn.Conv2d
+        stages, c, total = [], 3, 1
+        self.feature_info = []
+        for i, (out, s) in enumerate(zip(channels, strides)):
+            stages.append(nn.Sequential(conv(c, out, 3, (1, s, s) if video else s, 1), nn.ReLU()))
+            c, total = out, total * s
+            self.feature_info.append(FeatureInfo(f"stages.{i}", out, total))
+        self.stages = nn.ModuleList(stages)
+        self.fc = nn.Linear(c, num_classes)
+        self.num_classes = num_classes
+        self.pretrained_cfg = PretrainedCfg((3, 4, 16, 16) if video else (3, 16, 16))
+        self.calls = 0
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        self.calls += 1
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+    def forward_head(self, feature: torch.Tensor) -> torch.Tensor:
+        return self.fc(feature.flatten(2).mean(-1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x)[-1])
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+
+class Fixed(nn.Module):
+    """A 'model' whose logits are a trainable tensor."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(logits.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits * 1.0
+
+
+def _toy_batch(n: int = 4, video: bool = False) -> dict:
+    shape = (n, 3, 4, 16, 16) if video else (n, 3, 16, 16)
+    return {"input": torch.randn(shape), "label": torch.arange(n) % 3, "index": torch.arange(n)}
+
+
+# ------------------------------------------------------------------------------------------------ logit methods
+
+
+def test_dkd_warmup_scales_only_the_dkd_term() -> None:
+    torch.manual_seed(0)
+    zs, zt = torch.randn(4, 5), torch.randn(4, 5)
+    batch = {"input": torch.zeros(4, 1), "label": torch.tensor([0, 1, 2, 3])}
+    method = DKD(Fixed(zs), Fixed(zt), warmup=20)
+    tckd, nckd = dkd_parts(zs, zt, batch["label"], 4.0)
+    for epoch, factor in ((1, 0.05), (5, 0.25), (20, 1.0), (30, 1.0)):
+        method.on_epoch(epoch)
+        out = method(batch)
+        assert out.metrics["warmup"] == pytest.approx(factor)
+        assert float(out.parts["dkd"].detach()) == pytest.approx(factor * float(tckd + 8 * nckd), rel=1e-5)
+        assert float(out.parts["ce"].detach()) == pytest.approx(float(F.cross_entropy(zs, batch["label"])), rel=1e-6)
+    torch.testing.assert_close(out.metrics["tckd"], tckd)
+    state = method.student_state()
+    fresh = DKD(Fixed(zs), Fixed(zt), warmup=20)
+    fresh.load_student_state(state)
+    assert fresh.epoch == 30 and fresh.warmup_factor() == 1.0
+
+
+def test_ctkd_temperature_range_and_lambda_schedule() -> None:
+    method = CTKD(nn.Linear(6, 4), nn.Linear(6, 4))
+    batch = {"input": torch.randn(8, 6), "label": torch.randint(0, 4, (8,))}
+    for epoch, lam in ((1, -0.0245), (5, -0.5), (10, -1.0), (40, -1.0)):
+        method.on_epoch(epoch)
+        out = method(batch)
+        assert out.metrics["lambda"] == pytest.approx(lam, abs=1e-4)
+        assert 1.0 < float(out.metrics["temperature"]) < 21.0
+    assert float(out.metrics["temperature"]) == pytest.approx(1 + 20 * torch.sigmoid(torch.tensor(1.0)).item())
+    assert any(p is method.temperature.theta for p in method.trainable_parameters())
+
+
+@pytest.mark.parametrize("epoch", [1, 10])
+def test_ctkd_gradient_reversed_under_bf16_autocast(epoch: int) -> None:
+    torch.manual_seed(0)
+    method = CTKD(nn.Linear(6, 4), nn.Linear(6, 4))
+    method.on_epoch(epoch)
+    batch = {"input": torch.randn(8, 6), "label": torch.randint(0, 4, (8,))}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = method(batch)
+    out.loss.backward()
+    grad = method.temperature.theta.grad
+    assert grad is not None and float(grad) != 0.0
+    # The same KD term without the reversal layer, on the same (bf16-computed) logits.
+    theta = torch.tensor(1.0, requires_grad=True)
+    logits_t = method.teacher(batch["input"]).detach()
+    plain = 0.9 * kd_loss(out.logits.detach().float(), logits_t, 1 + 20 * torch.sigmoid(theta))
+    (plain_grad,) = torch.autograd.grad(plain, theta)
+    lam = ctkd_lambda(epoch)
+    assert math.copysign(1, float(grad)) == -math.copysign(1, float(plain_grad))
+    assert float(grad) == pytest.approx(lam * float(plain_grad), rel=2e-2)
+
+
+def test_ctkd_theta_survives_resume() -> None:
+    method = CTKD(nn.Linear(6, 4), nn.Linear(6, 4))
+    with torch.no_grad():
+        method.temperature.theta.fill_(-0.3)
+    method.on_epoch(7)
+    fresh = CTKD(nn.Linear(6, 4), nn.Linear(6, 4))
+    fresh.load_student_state(method.student_state())
+    assert float(fresh.temperature.theta.detach()) == pytest.approx(-0.3) and fresh.epoch == 7
+
+
+# ---------------------------------------------------------------------------------------------- feature methods
+
+
+@pytest.mark.parametrize("cls", [FitNet, AT, MGD])
+@pytest.mark.parametrize("video_teacher", [False, True])
+def test_feature_methods_bridge_mismatched_maps(cls: type, video_teacher: bool) -> None:
+    """Student 4/8 channels at 8²/4² maps; teacher 6/12 channels at 16²/8² (and 3-D: a time axis to pool)."""
+    torch.manual_seed(0)
+    student = ToyNet((4, 8), (2, 2))
+    teacher = ToyNet((6, 12), (1, 2), video=video_teacher)
+    kwargs = {"student_layer": 1, "teacher_layer": 1} if cls is not AT else {}
+    method = cls(student, teacher, **kwargs).train()
+    batch = _toy_batch()
+    if video_teacher:
+        batch["input_t"] = torch.randn(4, 3, 4, 16, 16)
+    out = method(batch)
+    distill = [v for k, v in out.parts.items() if k != "ce"]
+    assert all(torch.isfinite(v) and float(v) > 0 for v in distill)
+    out.loss.backward()
+    extras = [p for m in method.extra_modules().values() for p in m.parameters()]
+    assert cls is AT or all(p.grad is not None for p in extras)
+    if cls is FitNet:
+        s, t = method.regressor(
+            student.forward_features(batch["input"])[1],
+            teacher.forward_features(batch.get("input_t", batch["input"]))[1],
+        )
+        assert s.shape == t.shape == (4, 12, 8, 8)
+
+
+def test_feature_method_tokens_and_unknown_layer() -> None:
+    student, teacher = ToyNet(), ToyNet((6, 12))
+    with pytest.raises(ActdistillError, match=r"stages\.1 \(8×4×4\)"):
+        FitNet(student, teacher, student_layer="module:stages.7")
+    method = FitNet(student, teacher, student_layer="module:stages.1.0", teacher_layer="stages.1")
+    assert method(_toy_batch()).parts["hint"] > 0
+
+
+def test_fn_uses_the_students_own_classifier_on_the_pooled_feature() -> None:
+    torch.manual_seed(0)
+    student, teacher = ToyNet(), ToyNet((6, 12))
+    method = FN(student, teacher)
+    batch = _toy_batch()
+    out = method(batch)
+    pooled = student.forward_features(batch["input"])[-1].mean((2, 3))
+    expected = 9.0 * fn_loss(pooled, student.fc.weight, student.fc.bias, teacher(batch["input"]), 2.0)
+    torch.testing.assert_close(out.parts["fn"], expected)
+    assert not method.extra_modules()  # the classifier stays the student's, not an extra
+
+
+def test_simkd_predicts_with_the_teacher_head() -> None:
+    torch.manual_seed(0)
+    student, teacher = ToyNet(), ToyNet((6, 12), video=True)
+    method = SimKD(student, teacher)
+    batch = {**_toy_batch(), "input_t": torch.randn(4, 3, 4, 16, 16)}
+    assert set(method.train()(batch).parts) == {"simkd"}  # no CE by default
+    method.eval()
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        before = method.predict(x)
+        deployed = method.deployable().eval()(x)
+        teacher.fc.weight.add_(torch.randn_like(teacher.fc.weight))
+        after = method.predict(x)
+    assert before.shape == (3, 3)
+    torch.testing.assert_close(deployed, before)
+    assert not torch.allclose(before, after)
+    with pytest.raises(ActdistillError, match="last stage"):
+        SimKD(student, teacher, teacher_layer=0)
+
+
+# --------------------------------------------------------------------------------------------- relation methods
+
+
+def test_crd_state_round_trip_and_index_requirement() -> None:
+    torch.manual_seed(0)
+    student, teacher = ToyNet(), ToyNet((6, 12))
+    assert CRD.requires == frozenset({"index"})
+    with pytest.raises(ActdistillError, match="num_data"):
+        CRD(student, teacher)
+    method = CRD(student, teacher, num_data=10, nce_k=4).train()
+    before = method.memory.memory_s.clone()
+    method(_toy_batch())
+    assert float(method.memory.z_s) > 0 and float(method.memory.z_t) > 0
+    assert not torch.equal(before[:4], method.memory.memory_s[:4]) and torch.equal(
+        before[4:], method.memory.memory_s[4:]
+    )
+    fresh = CRD(ToyNet(), ToyNet((6, 12)), num_data=10, nce_k=4)
+    fresh.load_student_state(method.student_state())
+    for key, value in method.memory.state_dict().items():
+        assert torch.equal(value, fresh.memory.state_dict()[key]), key
+    batch = _toy_batch()
+    del batch["index"]
+    with pytest.raises(ActdistillError, match="index"):
+        method(batch)
+
+
+def test_crd_negatives_skip_the_positive() -> None:
+    method = CRD(ToyNet(), ToyNet(), num_data=8, nce_k=5)
+    index = torch.tensor([0, 3, 7])
+    neg = method.negatives(index)
+    assert neg.shape == (3, 5) and not (neg == index[:, None]).any()
+    assert all(len(set(row.tolist())) == 5 for row in neg)  # K ≤ N−1: without replacement
+    method.nce_k = 20  # K > N−1: with replacement
+    neg = method.negatives(index)
+    assert neg.shape == (3, 20) and not (neg == index[:, None]).any() and int(neg.max()) < 8
+
+
+# ------------------------------------------------------------------------------------------------ combinations
+
+
+def test_combo_prefixes_parts_counts_ce_once_and_runs_each_model_once() -> None:
+    torch.manual_seed(0)
+    student, teacher = ToyNet(), ToyNet((6, 12))
+    batch = _toy_batch()
+    cfg = [{"name": "kd", "weight": 0.5, "temperature": 4}, {"name": "at", "weight": 2.0}]
+    combo = Combo(student, teacher, methods=cfg)
+    student.calls = teacher.calls = 0
+    out = combo(batch)
+    assert (student.calls, teacher.calls) == (1, 1)
+    assert set(out.parts) == {"kd/ce", "kd/kd", "at/at"}
+    kd_out = KD(student, teacher, temperature=4)(batch)
+    at_out = AT(student, teacher)(batch)
+    expected = 0.5 * kd_out.loss + 2.0 * at_out.parts["at"]
+    torch.testing.assert_close(out.loss, expected)
+
+    with_ce = Combo(student, teacher, methods=cfg, ce_weight=1.0)(batch)
+    assert set(with_ce.parts) == {"ce", "kd/kd", "at/at"}
+    torch.testing.assert_close(with_ce.parts["ce"], F.cross_entropy(student(batch["input"]), batch["label"]))
+    with pytest.raises(ActdistillError, match="temp"):
+        Combo(student, teacher, methods=[{"name": "kd", "temp": 4}])
+
+
+def test_combo_registers_sub_method_extras_and_restores_state() -> None:
+    student, teacher = ToyNet(), ToyNet((6, 12))
+    cfg = [{"name": "fitnet", "student_layer": 1, "teacher_layer": 1}, {"name": "crd", "nce_k": 4}]
+    combo = Combo(student, teacher, methods=cfg, num_data=10)
+    assert combo.requires == frozenset({"index"})
+    names = {n for n, _ in combo.named_parameters()}
+    assert any(n.startswith("sub_extras.fitnet.regressor") for n in names)
+    assert any(n.startswith("sub_extras.crd.embed_s") for n in names)
+    combo.train()(_toy_batch())
+    combo.on_epoch(3)
+    fresh = Combo(ToyNet(), ToyNet((6, 12)), methods=cfg, num_data=10)
+    fresh.load_student_state(combo.student_state())
+    torch.testing.assert_close(fresh.subs[1].memory.memory_s, combo.subs[1].memory.memory_s)
+    assert fresh.subs[0].epoch == 3
+
+
+def test_collab_scratch_teacher_is_fresh_and_trained() -> None:
+    torch.manual_seed(0)
+    student, teacher = ToyNet(), ToyNet((6, 12))
+    method = Collab(student, teacher).train()
+    scratch = method.scratch_teacher
+    assert scratch is not teacher and all(p.requires_grad for p in scratch.parameters())
+    assert not torch.equal(scratch.fc.weight, teacher.fc.weight)
+    out = method(_toy_batch())
+    assert set(out.parts) == {"ce", "kd", "at", "scratch_ce"}
+    out.loss.backward()
+    assert scratch.fc.weight.grad is not None and teacher.fc.weight.grad is None
