@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from actdistill.errors import ActdistillError
 EPILOG_TRAIN = """examples:
   actdistill train configs/image/stanford40_pvt_v2_kd.yaml data.root=/data/Stanford40
   actdistill train configs/demo/student_kd.yaml train.epochs=5 optim.lr=0.01 method.temperature=4
-  actdistill train runs/x/config.yaml --resume"""
+  actdistill train runs/x/config.yaml --resume
+  torchrun --nproc-per-node 4 -m actdistill train configs/image/stanford40_pvt_v2_kd.yaml  (docs/distributed.md)"""
 
 
 def _register_all() -> None:
@@ -35,13 +37,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from actdistill.config import load_config
     from actdistill.engine.fit import fit
+    from actdistill.engine.loop import TrainingInterrupted
 
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
         config, overrides = None, [config, *overrides]  # no recipe: overrides only
     cfg = load_config(config, overrides)
-    results = fit(cfg, resume=args.resume, overwrite=args.overwrite)
+    try:
+        results = fit(cfg, resume=args.resume, overwrite=args.overwrite)
+    except TrainingInterrupted as stop:
+        if os.environ.get("RANK", "0") == "0":  # one message per job, not one per process
+            print(f"actdistill: {stop}", file=sys.stderr)
+        return 128 + stop.signum
     last = results["last"]
+    if os.environ.get("RANK", "0") != "0":
+        return 0
     print(
         f"{cfg.name}: last epoch top1 {100 * last['top1']:.2f}% mAP {100 * last['mAP']:.2f}% "
         f"(best mAP {100 * results['best']['value']:.2f}% at epoch {results['best']['epoch']}) → {cfg.train.out_dir}"
@@ -75,8 +85,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    if args.kind != "image":
-        raise ActdistillError(f"data synth --kind {args.kind} is not available yet; use --kind image")
+    if args.kind == "video":
+        from actdistill.data.synthetic_video import write_synthetic_ucf101
+
+        root = write_synthetic_ucf101(
+            args.out, num_classes=args.classes or 8, videos_per_class=args.train_per_class or 16,
+            frames=args.frames, size=args.size, seed=args.seed, workers=args.workers, progress=True,
+        )  # fmt: skip
+        print(f"wrote a synthetic UCF101-layout video dataset to {root}; train with data.name=ucf101 data.root={root}")
+        return 0
     from actdistill.data.synthetic_image import write_synthetic_stanford40
 
     root = write_synthetic_stanford40(
@@ -146,12 +163,22 @@ def build_parser() -> argparse.ArgumentParser:
         "synth",
         help="write a learnable synthetic action dataset in a real dataset layout",
         description="--kind image writes stick-figure actions in the Stanford 40 layout (JPEGImages/, ImageSplits/, "
-        "XMLAnnotations/); see docs/synthetic_data.md.",
+        "XMLAnnotations/; docs/synthetic_data.md); --kind video writes moving figures in the UCF101 layout, with "
+        "class pairs told apart only by motion direction or speed (docs/video_data.md).",
     )
-    s.add_argument("--kind", default="image", choices=["image"], help="dataset kind (default: image)")
+    s.add_argument(
+        "--kind", default="image", choices=["image", "video"],
+        help="image: Stanford 40 layout; video: UCF101 layout (class folders of .avi + ucfTrainTestlist/)",
+    )  # fmt: skip
     s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--classes", type=int, default=10, help="number of action classes (default: 10)")
-    s.add_argument("--train-per-class", type=int, default=60, help="training images per class (default: 60)")
+    s.add_argument("--classes", type=int, default=0, help="number of action classes (default: 10 image, 8 video)")
+    s.add_argument(
+        "--train-per-class",
+        type=int,
+        default=0,
+        help="images (image, 60) or videos (video, 16) per class",
+    )
+    s.add_argument("--frames", type=int, default=32, help="video: frames per video (default: 32)")
     s.add_argument("--test-per-class", type=int, default=30, help="test images per class (default: 30)")
     s.add_argument("--size", type=int, default=64, help="image side in pixels (default: 64)")
     s.add_argument("--seed", type=int, default=0, help="seed; the same seed writes the same bytes (default: 0)")

@@ -32,6 +32,17 @@ class DataConfig:
     scale_min: float = 0.08  # RandomResizedCrop lower scale (torchvision default; paper 1 gives none)
     limit_train: int = 0  # >0: use only the first N training samples (smoke runs)
     limit_test: int = 0
+    # Video datasets (ucf101, hmdb51, video_folder, video_list); docs/video_data.md.
+    split: int = 1  # official split number (1-3)
+    annotation_dir: str = ""  # split files; default: the official folder inside or beside root
+    clip_len: int = 16  # frames per clip (paper 2: 64 consecutive frames)
+    frame_interval: int = 1
+    num_clips: int = 1  # test-time clips per video (scores averaged)
+    modality: str = "rgb"  # rgb | flow | rgb+flow
+    flow_root: str = ""
+    resize: int = 0  # short-side resize before cropping (0: none)
+    train_list: str = ""  # video_list: CSV/TSV files
+    test_list: str = ""
 
 
 @dataclass
@@ -84,6 +95,8 @@ class TrainConfig:
     compile: bool = False
     progress: bool = True
     tensorboard: bool = True
+    accumulate_steps: int = 1  # micro-batches per optimizer step; global batch = batch_size × world × this
+    save_every_steps: int = 0  # >0: also write checkpoints/last.pt every N optimizer steps (mid-epoch resume)
 
 
 @dataclass
@@ -198,7 +211,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ActdistillError(f"config file {path} not found; recipes live in configs/ (e.g. configs/image/stanford40_pvt_v2_kd.yaml)")
+            raise ActdistillError(
+                f"config file {path} not found; recipes live in configs/ (e.g. configs/image/stanford40_pvt_v2_kd.yaml)"
+            )
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:

@@ -15,6 +15,7 @@ from PIL import Image
 
 import actdistill.data.video_dataset  # noqa: F401  (registers the video datasets)
 from actdistill.data import decode, manifest
+from actdistill.data.collate import collate_skip_broken
 from actdistill.data.decode import VideoDecodeError, count_folder_frames, read_frames
 from actdistill.data.manifest import (
     VideoRecord,
@@ -171,7 +172,9 @@ def test_dataset_skips_broken_video_with_warning(tmp_path, caplog):
     assert ds[0]["input"].shape == (3, 4, 240, 320) and ds[0]["index"] == 0
     with caplog.at_level(logging.WARNING, logger="actdistill.data"):
         assert ds[1] is None
+        batch = collate_skip_broken([ds[0], ds[1]])
     assert "half.avi" in caplog.text
+    assert batch["skipped"] == 1 and batch["input"].shape == (1, 3, 4, 240, 320)
 
 
 def test_registered_ucf101_builder(tree):
@@ -221,6 +224,8 @@ def test_hmdb51_folder_and_list_builders(tree, tmp_path):
     assert classes == sorted(CLASSES) and len(ds) == 1 and ds[0]["label"] == 0
     with pytest.raises(ActdistillError, match="data.root"):
         DATASETS.get("ucf101")(SimpleNamespace(root=str(tmp_path / "nope")), "train", None)
+    with pytest.raises(ActdistillError, match="'ucfTrainTestlist' not found in .* set data.annotation_dir"):
+        DATASETS.get("ucf101")(SimpleNamespace(root=str(folder)), "train", None)
 
 
 def test_rgb_plus_flow_frame_folders(tree, tmp_path):

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, Subset
 
+import actdistill.data.video_dataset  # noqa: E402,F401  (registers ucf101, hmdb51, video_folder, video_list)
 from actdistill.config import DataConfig
 from actdistill.data.collate import collate_skip_broken
 from actdistill.registry import DATASETS
@@ -67,16 +68,75 @@ def build_datasets(
     return DatasetBundle(SeededView(_limit(train, cfg.limit_train), seed), _limit(test, cfg.limit_test), classes)
 
 
-def make_loader(dataset: Dataset, cfg: DataConfig, *, train: bool, device: torch.device, generator=None) -> DataLoader:
-    """A DataLoader tuned for the device: pinned memory on CUDA, prefetching workers, broken samples skipped."""
-    batch_size = cfg.batch_size if train else (cfg.eval_batch_size or cfg.batch_size)
+class EpochBatchSampler(Sampler[list[int]]):
+    """Training batches of one epoch: a pure function of (seed, epoch), sharded over `world` processes.
+
+    The epoch's permutation is cut into global batches of `batch_size × world`; process `rank` takes the `rank`-th
+    contiguous slice of each, so `world` processes together see exactly the batches of one process with the global
+    batch size. The last incomplete global batch is dropped unless it is the only one (then it is split evenly).
+    `resume_at(k)` makes the next pass start at batch k without loading the skipped samples.
+    """
+
+    def __init__(self, size: int, batch_size: int, *, seed: int = 0, rank: int = 0, world: int = 1) -> None:
+        self.size, self.batch_size, self.seed, self.rank, self.world = size, batch_size, seed, rank, world
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def resume_at(self, batch: int) -> None:
+        """Skip the first `batch` batches of the next pass only."""
+        self.start = batch
+
+    def _global_batches(self) -> list[torch.Tensor]:
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch * 7919 + 17) % 2**63)
+        order = torch.randperm(self.size, generator=g)
+        batches = list(order.split(self.batch_size * self.world))
+        if len(batches) > 1 and len(batches[-1]) < self.batch_size * self.world:
+            batches.pop()
+        return batches
+
+    def __iter__(self):
+        start, self.start = self.start, 0
+        for batch in self._global_batches()[start:]:
+            yield batch.tensor_split(self.world)[self.rank].tolist()
+
+    def __len__(self) -> int:
+        return len(self._global_batches())
+
+
+def shard_range(size: int, rank: int, world: int) -> range:
+    """Contiguous block `rank` of `world` near-equal blocks of range(size): no sample twice, none padded."""
+    per, extra = divmod(size, world)
+    lo = rank * per + min(rank, extra)
+    return range(lo, lo + per + (rank < extra))
+
+
+def make_loader(
+    dataset: Dataset,
+    cfg: DataConfig,
+    *,
+    train: bool,
+    device: torch.device,
+    generator: torch.Generator | None = None,
+    seed: int = 0,
+    rank: int = 0,
+    world: int = 1,
+) -> DataLoader:
+    """A DataLoader tuned for the device: pinned memory on CUDA, prefetching workers, broken samples skipped.
+
+    Training batches come from an `EpochBatchSampler` (call `loader.batch_sampler.set_epoch(e)` each epoch);
+    test batches cover this process's contiguous shard of the test set, in order.
+    """
     workers = max(0, cfg.num_workers)
     n = len(dataset)  # type: ignore[arg-type]
+    if train:
+        batches: Sampler = EpochBatchSampler(n, cfg.batch_size, seed=seed, rank=rank, world=world)
+    else:
+        batches = BatchSampler(shard_range(n, rank, world), cfg.eval_batch_size or cfg.batch_size, drop_last=False)
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        shuffle=train,
-        drop_last=train and n > batch_size,
+        batch_sampler=batches,
         num_workers=workers,
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if workers > 0 else None,
@@ -91,3 +151,24 @@ def _stanford40(cfg: DataConfig, split: str, transform: Callable | None) -> tupl
 
     ds = Stanford40(cfg.root, split=split, transform=transform, crop_person=cfg.crop_person)
     return ds, list(ds.classes)
+
+
+def dataset_task(name: str) -> str:
+    """`image` or `video`, from the dataset's registry metadata."""
+    return str(DATASETS.meta(name).get("task", "image"))
+
+
+def build_transforms(cfg: DataConfig, mean, std) -> tuple[Callable, Callable]:
+    """Train and test transforms for the dataset's task, normalised with the model's mean/std."""
+    if dataset_task(cfg.name) == "video":
+        from actdistill.data.video_transforms import build_video_transform
+
+        flow = cfg.modality == "flow"
+        kwargs = {"size": cfg.image_size, "flow": flow, "resize": cfg.resize or None}
+        if not flow:
+            kwargs.update(mean=mean, std=std)
+        return build_video_transform(True, **kwargs), build_video_transform(False, **kwargs)
+    from actdistill.data.transforms import build_image_transform
+
+    train = build_image_transform(True, cfg.image_size, mean, std, scale=(cfg.scale_min, 1.0))
+    return train, build_image_transform(False, cfg.image_size, mean, std)

@@ -31,7 +31,10 @@ def _lines(path: Path) -> list[tuple[int, str]]:
     """(1-based line number, stripped text) of the non-blank lines; tolerates CRLF, a BOM and trailing spaces."""
     if not path.is_file():
         raise ActdistillError(f"{path} not found: {_LAYOUT}; set data.root to that folder")
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ActdistillError(f"{path} is not a UTF-8 text file ({e.reason}); restore the original list file") from e
     return [(i, line.strip()) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
@@ -39,9 +42,9 @@ def read_actions(root: str | Path) -> list[str]:
     """Action names in `ImageSplits/actions.txt` order (the class index is the position in this list)."""
     path = Path(root) / "ImageSplits" / "actions.txt"
     names: list[str] = []
-    for lineno, line in _lines(path):
+    for k, (lineno, line) in enumerate(_lines(path)):
         name = line.split()[0]
-        if lineno == 1 and name.startswith("action_name"):
+        if k == 0 and name.startswith("action_name"):
             continue
         if name in names:
             raise ActdistillError(f"{path}:{lineno}: action '{name}' is listed twice; remove the duplicate line")
@@ -144,7 +147,7 @@ class Stanford40(Dataset):
             img = load_image(path)
             if self.crop_person:
                 img = _crop(img, read_person_box(self.root, name))
-        except (OSError, RuntimeError, ValueError, ActdistillError) as e:
+        except (OSError, RuntimeError, ValueError, SyntaxError, Image.DecompressionBombError, ActdistillError) as e:
             # One bad file must not kill a DataLoader worker: warn, return None, let the collate drop it.
             log.warning("skipping unreadable image %s: %s", path, e)
             return None

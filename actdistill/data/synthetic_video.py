@@ -195,7 +195,9 @@ def _group_style(rng: np.random.Generator, size: int) -> dict:
     return {"bg": img, "ground": ground, "colour": colour, "chair": chair, "height": rng.uniform(0.42, 0.62)}
 
 
-def render_video(action: str, rng: np.random.Generator, frames: int = 32, size: int = 64, style: dict | None = None):
+def render_video(
+    action: str, rng: np.random.Generator, frames: int = 32, size: int = 64, style: dict | None = None
+) -> np.ndarray:
     """One clip of `action` as `(T, H, W, 3)` uint8; the reversed classes are their base class played backwards."""
     base = _REVERSED.get(action, action)
     style = style or _group_style(rng, size)

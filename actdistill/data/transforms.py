@@ -11,7 +11,7 @@ from actdistill.errors import ActdistillError
 
 
 class ImageTransform:
-    """Paper-1 augmentation: train = RandomResizedCrop + horizontal flip, test = Resize((size, size)); then normalise."""
+    """Paper-1 augmentation: train = RandomResizedCrop + horizontal flip, test = Resize((size, size)); normalise."""
 
     def __init__(
         self,
@@ -48,7 +48,8 @@ class ImageTransform:
 
     def __repr__(self) -> str:
         aug = f"RandomResizedCrop(scale={self.scale})+HFlip" if self.train else "Resize"
-        return f"ImageTransform({'train' if self.train else 'test'}, size={self.size}, {aug}, mean={self.mean}, std={self.std})"
+        mode = "train" if self.train else "test"
+        return f"ImageTransform({mode}, size={self.size}, {aug}, mean={self.mean}, std={self.std})"
 
 
 def build_image_transform(
@@ -58,5 +59,5 @@ def build_image_transform(
     std: Sequence[float],
     scale: tuple[float, float] = (0.08, 1.0),
 ) -> ImageTransform:
-    """Paper-1 image transform: `(3, H, W)` uint8 → `(3, size, size)` float32 normalised with `mean`/`std` (0-1 units)."""
+    """Paper-1 image transform: `(3, H, W)` uint8 → `(3, size, size)` float32 normalised by `mean`/`std` (0-1 units)."""
     return ImageTransform(train, size, mean, std, scale)

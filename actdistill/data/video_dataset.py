@@ -165,8 +165,17 @@ def _require_root(cfg: Any, layout: str) -> Path:
 
 
 def _annotation_dir(cfg: Any, root: Path, default: str) -> Path:
+    """`data.annotation_dir`, else the official split folder inside the root or beside it (as the archives unpack)."""
     given = getattr(cfg, "annotation_dir", "") or ""
-    return Path(given) if given else root / default
+    if given:
+        return Path(given)
+    for candidate in (root / default, root.parent / default):
+        if candidate.is_dir():
+            return candidate
+    raise ActdistillError(
+        f"split folder '{default}' not found in {root} or beside it; set data.annotation_dir to the folder "
+        "holding the official split files"
+    )
 
 
 @DATASETS.register("ucf101", task="video", paper="UCF101 (Soomro et al. 2012); paper 2, paper 3")

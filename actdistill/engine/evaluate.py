@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from actdistill.config import config_from_dict, merge, parse_overrides
-from actdistill.data.build import DATASETS, make_loader
-from actdistill.data.transforms import build_image_transform
+from actdistill.data.build import DATASETS, build_transforms, make_loader
 from actdistill.engine.checkpoint import load_checkpoint
 from actdistill.engine.loop import evaluate
 from actdistill.engine.runtime import resolve_device, resolve_precision
@@ -28,9 +27,7 @@ def evaluate_checkpoint(path: str | Path, overrides: list[str] | None = None) ->
         )
     model = create_model(spec["name"], spec["num_classes"], pretrained=False, **spec.get("kwargs", {}))
     model.load_state_dict(ckpt["student"])
-    test.transform = build_image_transform(
-        False, cfg.data.image_size, model.pretrained_cfg.mean, model.pretrained_cfg.std
-    )
+    test.transform = build_transforms(cfg.data, model.pretrained_cfg.mean, model.pretrained_cfg.std)[1]
     device = resolve_device(cfg.train.device)
     model.to(device).eval()
     loader = make_loader(test, cfg.data, train=False, device=device)

@@ -16,14 +16,15 @@ from torch import nn
 
 from actdistill import __version__
 from actdistill.config import Config, ModelConfig, save_config
-from actdistill.data.build import build_datasets, make_loader
-from actdistill.data.transforms import build_image_transform
+from actdistill.data.build import build_datasets, build_transforms, dataset_task, make_loader
 from actdistill.distill.base import Distiller
 from actdistill.engine.checkpoint import atomic_save, load_checkpoint, rng_state, rotate, set_rng_state
+from actdistill.engine.distributed import DistContext, Replicas, init_distributed, unused_parameters
 from actdistill.engine.logging import MetricsLogger
-from actdistill.engine.loop import evaluate, train_one_epoch
+from actdistill.engine.loop import EpochState, TrainingInterrupted, evaluate, to_device, train_one_epoch
 from actdistill.engine.optim import build_optimizer, build_scheduler
-from actdistill.engine.runtime import epoch_seed, resolve_device, resolve_precision, seed_everything
+from actdistill.engine.runtime import epoch_seed, resolve_precision, seed_everything
+from actdistill.engine.signals import stop_on_signals
 from actdistill.errors import ActdistillError, suggest
 from actdistill.models import create_model
 from actdistill.models.renormalize import Renormalize
@@ -32,8 +33,11 @@ from actdistill.registry import METHODS
 log = logging.getLogger("actdistill")
 
 
-def prepare_run_dir(out_dir: str | Path, *, resume: bool, overwrite: bool) -> Path:
-    """Create the run folder; refuse to overwrite an existing run unless asked to resume or overwrite."""
+def prepare_run_dir(out_dir: str | Path, *, resume: bool, overwrite: bool, create: bool = True) -> Path:
+    """Create the run folder; refuse to overwrite an existing run unless asked to resume or overwrite.
+
+    `create=False` (ranks other than 0) only checks: those processes never touch the run folder.
+    """
     run = Path(out_dir)
     has_run = (run / "checkpoints" / "last.pt").exists() or (run / "results.json").exists()
     if has_run and not (resume or overwrite):
@@ -41,13 +45,15 @@ def prepare_run_dir(out_dir: str | Path, *, resume: bool, overwrite: bool) -> Pa
             f"run directory {run} already holds a run; pass --resume to continue it, --overwrite to replace it, "
             "or choose another train.out_dir"
         )
+    if resume and not (run / "checkpoints" / "last.pt").exists():
+        raise ActdistillError(f"--resume given but {run}/checkpoints/last.pt does not exist; start without --resume")
+    if not create:
+        return run
     if overwrite and run.exists() and not resume:
         for name in ("checkpoints", "tensorboard"):
             shutil.rmtree(run / name, ignore_errors=True)
         for name in ("metrics.jsonl", "results.json", "student_best.pt", "student_last.pt"):
             (run / name).unlink(missing_ok=True)
-    if resume and not (run / "checkpoints" / "last.pt").exists():
-        raise ActdistillError(f"--resume given but {run}/checkpoints/last.pt does not exist; start without --resume")
     (run / "checkpoints").mkdir(parents=True, exist_ok=True)
     return run
 
@@ -70,7 +76,14 @@ def load_teacher(cfg: ModelConfig, num_classes: int) -> nn.Module:
                 f"{num_classes}; train the teacher on the same dataset (same class list)"
             )
         teacher = create_model(name, num_classes, pretrained=False, **{**spec.get("kwargs", {}), **cfg.kwargs})
-        teacher.load_state_dict(ckpt["student"])
+        try:
+            teacher.load_state_dict(ckpt["student"])
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ActdistillError(
+                f"teacher.checkpoint {cfg.checkpoint} does not fit a '{name}' model ({first[:160]}); "
+                "point it at a run trained with that architecture or fix teacher.name / teacher.kwargs"
+            ) from None
         return teacher
     if not cfg.name:
         raise ActdistillError("this method needs a teacher: set teacher.name and teacher.checkpoint (a trained run)")
@@ -105,13 +118,6 @@ def build_method(
     return cls(student, teacher, **params)
 
 
-def _image_transforms(cfg: Config, student: nn.Module):
-    mean, std = student.pretrained_cfg.mean, student.pretrained_cfg.std
-    size = cfg.data.image_size
-    train_tf = build_image_transform(True, size, mean, std, scale=(cfg.data.scale_min, 1.0))
-    return train_tf, build_image_transform(False, size, mean, std)
-
-
 def _versions() -> dict[str, str]:
     import torchvision
 
@@ -143,21 +149,48 @@ def _model_size(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, flo
 
 
 def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
-    """Train `cfg.student` with `cfg.method` (and `cfg.teacher`), evaluate each epoch, write the run folder."""
-    method_cls, _ = check_method(cfg.method)  # fail on a bad method name or hyper-parameter before any work
-    run = prepare_run_dir(cfg.train.out_dir, resume=resume, overwrite=overwrite)
-    device = resolve_device(cfg.train.device)
+    """Train `cfg.student` with `cfg.method` (and `cfg.teacher`), evaluate each epoch, write the run folder.
+
+    Under torchrun every process calls this; rank 0 alone writes files and logs (docs/distributed.md).
+    """
+    check_method(cfg.method)  # fail on a bad method name or hyper-parameter before any work
+    _check_train_config(cfg)
+    ctx, device = init_distributed(cfg.train.device)
+    try:
+        return _fit(cfg, ctx, device, resume=resume, overwrite=overwrite)
+    finally:
+        ctx.close()
+
+
+def _check_train_config(cfg: Config) -> None:
+    if cfg.train.accumulate_steps < 1:
+        raise ActdistillError(f"train.accumulate_steps must be at least 1, got {cfg.train.accumulate_steps}")
+    if cfg.train.save_every_steps < 0:
+        raise ActdistillError(
+            f"train.save_every_steps must be 0 (epoch ends only) or more, got {cfg.train.save_every_steps}"
+        )
+
+
+def _fit(cfg: Config, ctx: DistContext, device: torch.device, *, resume: bool, overwrite: bool) -> dict[str, Any]:
+    method_cls, _ = check_method(cfg.method)
+    run = prepare_run_dir(cfg.train.out_dir, resume=resume, overwrite=overwrite, create=ctx.is_main)
     amp_dtype = resolve_precision(cfg.train.precision, device)
+    replicas = Replicas(ctx, device)
     seed_everything(cfg.train.seed)
 
     # Models first (their pretrained_cfg decides normalisation), datasets read only split files.
     classes = _class_names(cfg)
     num_classes = len(classes)
     student = create_model(cfg.student.name, num_classes, pretrained=cfg.student.pretrained, **cfg.student.kwargs)
-    train_tf, test_tf = _image_transforms(cfg, student)
+    train_tf, test_tf = build_transforms(cfg.data, student.pretrained_cfg.mean, student.pretrained_cfg.std)
     data = build_datasets(cfg.data, train_tf, test_tf, seed=cfg.train.seed)
     if len(data.train) == 0 or len(data.test) == 0:  # type: ignore[arg-type]
-        raise ActdistillError(f"dataset '{cfg.data.name}' at {cfg.data.root} has an empty train or test split")
+        raise ActdistillError(
+            f"dataset '{cfg.data.name}' at {cfg.data.root} has an empty train or test split "
+            f"({len(data.train)} train / {len(data.test)} test samples); check data.root and the split files"  # type: ignore[arg-type]
+        )
+    if len(data.train) < ctx.world:  # type: ignore[arg-type]
+        raise ActdistillError(f"{len(data.train)} training samples cannot feed {ctx.world} processes; use fewer")  # type: ignore[arg-type]
 
     method_name = str(cfg.method.get("name", "vanilla"))
     teacher = None
@@ -173,28 +206,42 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
 
     optimizers = {s.name: build_optimizer(s.parameters(), cfg.optim) for s in distiller.stages()}
     schedulers = {n: build_scheduler(o, cfg.sched, cfg.train.epochs) for n, o in optimizers.items()}
+    scalers = {n: torch.amp.GradScaler(device.type) for n in optimizers} if amp_dtype == torch.float16 else {}
     generator = torch.Generator()
-    train_loader = make_loader(data.train, cfg.data, train=True, device=device, generator=generator)
-    test_loader = make_loader(data.test, cfg.data, train=False, device=device)
+    shard = {"rank": ctx.rank, "world": ctx.world}
+    train_loader = make_loader(
+        data.train, cfg.data, train=True, device=device, generator=generator, seed=cfg.train.seed, **shard
+    )
+    test_loader = make_loader(data.test, cfg.data, train=False, device=device, **shard)
+    layout = {
+        "world_size": ctx.world,
+        "per_device_batch": cfg.data.batch_size,
+        "accumulate_steps": cfg.train.accumulate_steps,
+        "global_batch": cfg.data.batch_size * ctx.world * cfg.train.accumulate_steps,
+    }
 
     start_epoch, history, best = 1, [], {"epoch": 0, "value": -float("inf"), "metrics": {}}
+    position, resume_rng = None, None
     if resume:
-        ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
-        student.load_state_dict(ckpt["student"])
-        distiller.load_student_state(ckpt.get("method", {}))
-        for name, opt in optimizers.items():
-            opt.load_state_dict(ckpt["optimizers"][name])
-        for name, sched in schedulers.items():
-            sched.load_state_dict(ckpt["schedulers"][name])
-        set_rng_state(ckpt["rng"])
+        ckpt = _load_resumable(run / "checkpoints" / "last.pt", cfg, layout)
+        _restore(ckpt, run / "checkpoints" / "last.pt", student, distiller, optimizers, schedulers, scalers)
         start_epoch, history, best = ckpt["epoch"] + 1, ckpt["history"], ckpt["best"]
-        log.info("resumed %s at epoch %d", run, start_epoch)
-    save_config(cfg, run / "config.yaml")
+        position, resume_rng = ckpt.get("position"), ckpt["rng"]
+        set_rng_state(resume_rng)
+        where = f"epoch {start_epoch}" + (f", batch {position['batch']}" if position else "")
+        log.info("resumed %s at %s", run, where)
+    if ctx.is_main:
+        save_config(cfg, run / "config.yaml")
+    _wrap_for_ddp(replicas, distiller, train_loader, device, amp_dtype)
 
-    image_shape = (1, 3, cfg.data.image_size, cfg.data.image_size)
-    size = _model_size(student, image_shape)
+    image_shape: tuple[int, ...] = (1, 3, cfg.data.image_size, cfg.data.image_size)
+    if dataset_task(cfg.data.name) == "video":
+        channels = 2 if cfg.data.modality == "flow" else 3
+        image_shape = (1, channels, cfg.data.clip_len, cfg.data.image_size, cfg.data.image_size)
+    size = _model_size(student, image_shape) if ctx.is_main else {"params_m": float("nan"), "gmacs": float("nan")}
     log.info(
-        "%s: student %s (%.2f M params, %.3f GMACs), method %s, device %s, precision %s, %d train / %d test",
+        "%s: student %s (%.2f M params, %.3f GMACs), method %s, device %s, precision %s, %d train / %d test, "
+        "global batch %d (%d processes × %d × %d accumulated)",
         cfg.name,
         cfg.student.name,
         size["params_m"],
@@ -202,20 +249,27 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
         method_name,
         device,
         "fp32" if amp_dtype is None else str(amp_dtype).replace("torch.", ""),
-        len(data.train),
-        len(data.test),
+        len(data.train),  # type: ignore[arg-type]
+        len(data.test),  # type: ignore[arg-type]
+        layout["global_batch"],
+        ctx.world,
+        cfg.data.batch_size,
+        cfg.train.accumulate_steps,
     )
-    metrics_log = MetricsLogger(run, tensorboard=cfg.train.tensorboard)
+    metrics_log = MetricsLogger(run, tensorboard=cfg.train.tensorboard) if ctx.is_main else None
     model_spec = {"name": cfg.student.name, "num_classes": num_classes, "kwargs": cfg.student.kwargs}
 
-    def checkpoint_state(epoch: int) -> dict[str, Any]:
+    def checkpoint_state(epoch: int, position: dict[str, Any] | None = None) -> dict[str, Any]:
         return {
             "student": student.state_dict(),
             "model": model_spec,
             "method": distiller.student_state(),
             "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
             "schedulers": {n: s.state_dict() for n, s in schedulers.items()},
-            "epoch": epoch,
+            "scalers": {n: s.state_dict() for n, s in scalers.items()},
+            "epoch": epoch,  # completed epochs; `position` says how far the next one got
+            "position": position,
+            "layout": layout,
             "rng": rng_state(),
             "history": history,
             "best": best,
@@ -224,53 +278,93 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
             "versions": _versions(),
         }
 
+    def write(obj: Any, path: Path) -> Path:
+        if ctx.is_main:
+            atomic_save(obj, path)
+        return path
+
+    def mid_epoch_saver(epoch: int) -> Any:
+        def save(state: EpochState) -> Path:
+            position = {"epoch": epoch, **state.to_dict(replicas)}  # a collective: every rank calls save
+            return write(checkpoint_state(epoch - 1, position), run / "checkpoints" / "last.pt")
+
+        return save
+
     last_report: dict[str, Any] = {}
     started = time.perf_counter()
     try:
-        for epoch in range(start_epoch, cfg.train.epochs + 1):
-            tick = time.perf_counter()
-            seed = epoch_seed(cfg.train.seed, epoch)
-            seed_everything(seed)
-            data.train.set_epoch(epoch)  # type: ignore[attr-defined]
-            generator.manual_seed(seed)
-            lr = optimizers[next(iter(optimizers))].param_groups[0]["lr"]
-            train_stats = train_one_epoch(
-                distiller,
-                train_loader,
-                optimizers,
-                device=device,
-                amp_dtype=amp_dtype,
-                epoch=epoch,
-                grad_clip=cfg.train.grad_clip,
-                progress=cfg.train.progress,
-                on_nonfinite=lambda e=epoch: atomic_save(checkpoint_state(e - 1), run / "checkpoints" / "nonfinite.pt"),
-            )
-            for sched in schedulers.values():
-                sched.step()
-            record: dict[str, Any] = {"epoch": epoch, "lr": lr, "train": train_stats}
-            if epoch % cfg.train.eval_every == 0 or epoch == cfg.train.epochs:
-                last_report = evaluate(
-                    distiller.predict, test_loader, device=device, amp_dtype=amp_dtype, class_names=classes
+        with stop_on_signals() as stop:
+            for epoch in range(start_epoch, cfg.train.epochs + 1):
+                tick = time.perf_counter()
+                seed = epoch_seed(cfg.train.seed, epoch)
+                seed_everything(seed)
+                data.train.set_epoch(epoch)  # type: ignore[attr-defined]
+                train_loader.batch_sampler.set_epoch(epoch)  # type: ignore[union-attr]
+                generator.manual_seed(seed)
+                state = None
+                if position is not None and epoch == position["epoch"]:
+                    state = EpochState.from_dict(position, with_totals=ctx.is_main)
+                    set_rng_state(resume_rng)  # the RNG as it was after the last saved step
+                lr = optimizers[next(iter(optimizers))].param_groups[0]["lr"]
+                train_stats = train_one_epoch(
+                    distiller,
+                    train_loader,
+                    optimizers,
+                    device=device,
+                    amp_dtype=amp_dtype,
+                    epoch=epoch,
+                    grad_clip=cfg.train.grad_clip,
+                    progress=cfg.train.progress and ctx.is_main,
+                    on_nonfinite=lambda _, e=epoch: write(
+                        checkpoint_state(e - 1), run / "checkpoints" / "nonfinite.pt"
+                    ),
+                    accumulate_steps=cfg.train.accumulate_steps,
+                    scalers=scalers,
+                    replicas=replicas,
+                    state=state,
+                    save=mid_epoch_saver(epoch),
+                    save_every=cfg.train.save_every_steps,
+                    stop_requested=stop,
                 )
-                record["test"] = {k: last_report[k] for k in ("top1", "top5", "mean_class_accuracy", "mAP")}
-                value = float(last_report[cfg.train.best_metric])
-                if value > best["value"]:
-                    best = {"epoch": epoch, "value": value, "metrics": record["test"]}
-                    atomic_save(checkpoint_state(epoch), run / "checkpoints" / "best.pt")
-                    atomic_save(student.state_dict(), run / "student_best.pt")
-            record["epoch_time_s"] = round(time.perf_counter() - tick, 2)
-            history.append(record)
-            metrics_log.log(record, step=epoch)
-            atomic_save(checkpoint_state(epoch), run / "checkpoints" / "last.pt")
-            atomic_save(checkpoint_state(epoch), run / "checkpoints" / f"epoch_{epoch:04d}.pt")
-            rotate(run / "checkpoints", "epoch_*.pt", cfg.train.keep_last)
-            _log_epoch(record, cfg.train.epochs)
+                for sched in schedulers.values():
+                    sched.step()
+                replicas.sync_buffers(distiller)  # rank 0's BatchNorm statistics everywhere before evaluating
+                record: dict[str, Any] = {"epoch": epoch, "lr": lr, "train": train_stats}
+                if epoch % cfg.train.eval_every == 0 or epoch == cfg.train.epochs:
+                    last_report = evaluate(
+                        distiller.predict,
+                        test_loader,
+                        device=device,
+                        amp_dtype=amp_dtype,
+                        class_names=classes,
+                        replicas=replicas,
+                    )
+                    record["test"] = {k: last_report[k] for k in ("top1", "top5", "mean_class_accuracy", "mAP")}
+                    value = float(last_report[cfg.train.best_metric])
+                    if value > best["value"]:
+                        best = {"epoch": epoch, "value": value, "metrics": record["test"]}
+                        write(checkpoint_state(epoch), run / "checkpoints" / "best.pt")
+                        write(student.state_dict(), run / "student_best.pt")
+                record["epoch_time_s"] = round(time.perf_counter() - tick, 2)
+                history.append(record)
+                if metrics_log is not None:
+                    metrics_log.log(record, step=epoch)
+                last = write(checkpoint_state(epoch), run / "checkpoints" / "last.pt")
+                write(checkpoint_state(epoch), run / "checkpoints" / f"epoch_{epoch:04d}.pt")
+                if ctx.is_main:
+                    rotate(run / "checkpoints", "epoch_*.pt", cfg.train.keep_last)
+                    _log_epoch(record, cfg.train.epochs)
+                if epoch < cfg.train.epochs and replicas.any(bool(stop()))[0]:
+                    raise TrainingInterrupted(f"interrupted: saved {last}; continue with --resume", stop() or 2)
     finally:
-        metrics_log.close()
+        if metrics_log is not None:
+            metrics_log.close()
 
-    atomic_save(student.state_dict(), run / "student_last.pt")
+    write(student.state_dict(), run / "student_last.pt")
     if not last_report:  # resumed a finished run: evaluate once so results.json is complete
-        last_report = evaluate(distiller.predict, test_loader, device=device, amp_dtype=amp_dtype, class_names=classes)
+        last_report = evaluate(
+            distiller.predict, test_loader, device=device, amp_dtype=amp_dtype, class_names=classes, replicas=replicas
+        )
     results = {
         "name": cfg.name,
         "dataset": cfg.data.name,
@@ -282,6 +376,7 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
         "epochs": cfg.train.epochs,
         "seed": cfg.train.seed,
         "device": str(device),
+        **layout,
         "precision": "fp32" if amp_dtype is None else str(amp_dtype).replace("torch.", ""),
         "train_time_s": round(time.perf_counter() - started, 1),
         "best": best,
@@ -292,8 +387,83 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
         "history": history,
         "versions": _versions(),
     }
-    (run / "results.json").write_text(json.dumps(results, indent=1))
+    if ctx.is_main:
+        (run / "results.json").write_text(json.dumps(results, indent=1))
     return results
+
+
+def _load_resumable(path: Path, cfg: Config, layout: dict[str, int]) -> dict[str, Any]:
+    """`last.pt` checked to be a training checkpoint of this config's student, resumable with this layout."""
+    ckpt = load_checkpoint(path)
+    missing = [k for k in ("optimizers", "schedulers", "epoch", "rng", "history", "best") if k not in ckpt]
+    if missing:
+        raise ActdistillError(
+            f"{path} is not a training checkpoint (no {', '.join(missing)}); start without --resume or use --overwrite"
+        )
+    saved = ckpt.get("model", {}).get("name")
+    if saved and saved != cfg.student.name:
+        raise ActdistillError(
+            f"{path} holds a '{saved}' student but student.name is '{cfg.student.name}'; "
+            "resume with the run's own config (its config.yaml) or choose another train.out_dir"
+        )
+    position, before = ckpt.get("position"), ckpt.get("layout", {})
+    same = all(before.get(k) == layout[k] for k in ("global_batch", "accumulate_steps"))
+    if position is not None and not same:
+        raise ActdistillError(
+            f"{path} was saved mid-epoch with global batch {before.get('global_batch')} "
+            f"(accumulate_steps {before.get('accumulate_steps')}); resume with the same processes × data.batch_size "
+            "and train.accumulate_steps so the rest of the epoch sees the same batches"
+        )
+    return ckpt
+
+
+def _restore(
+    ckpt: dict[str, Any],
+    path: Path,
+    student: nn.Module,
+    distiller: Distiller,
+    optimizers: dict[str, torch.optim.Optimizer],
+    schedulers: dict[str, Any],
+    scalers: dict[str, Any],
+) -> None:
+    """Load weights, method state, optimizer/scheduler/scaler states; one-line errors for a mismatched file."""
+    try:
+        student.load_state_dict(ckpt["student"])
+        distiller.load_student_state(ckpt.get("method", {}))
+        for name, opt in optimizers.items():
+            opt.load_state_dict(ckpt["optimizers"][name])
+        for name, sched in schedulers.items():
+            sched.load_state_dict(ckpt["schedulers"][name])
+        for name, scaler in scalers.items():
+            if name in ckpt.get("scalers", {}):
+                scaler.load_state_dict(ckpt["scalers"][name])
+    except (RuntimeError, KeyError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ActdistillError(
+            f"{path} does not fit this run's student/method/optimizer ({first[:160]}); "
+            "resume with the run's own config (its config.yaml) or start without --resume"
+        ) from None
+
+
+def _wrap_for_ddp(
+    replicas: Replicas, distiller: Distiller, loader: Any, device: torch.device, amp_dtype: torch.dtype | None
+) -> None:
+    """DDP around the distiller, looking for unused parameters only where a probe forward finds some."""
+    if replicas.world == 1:
+        return
+    stages = distiller.stages()
+    find_unused, unused = len(stages) > 1, []  # stages freeze each other's parameters: always look
+    if not find_unused:
+        batch = next(iter(loader))
+        if "input" in batch:
+            batch.pop("skipped", None)
+            unused = unused_parameters(distiller.train(), stages[0], to_device(batch, device), device, amp_dtype)
+            if unused:
+                log.info(
+                    "DDP: %d parameters get no gradient (e.g. %s); find_unused_parameters on", len(unused), unused[0]
+                )
+        (find_unused,) = replicas.any("input" not in batch or bool(unused))
+    replicas.wrap(distiller, find_unused=find_unused)
 
 
 def _class_names(cfg: Config) -> list[str]:
