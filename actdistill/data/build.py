@@ -12,6 +12,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, Subset
 import actdistill.data.video_dataset  # noqa: E402,F401  (registers ucf101, hmdb51, video_folder, video_list)
 from actdistill.config import DataConfig
 from actdistill.data.collate import collate_skip_broken
+from actdistill.errors import ActdistillError
 from actdistill.registry import DATASETS
 
 
@@ -58,13 +59,23 @@ def _limit(dataset: Dataset, n: int) -> Dataset:
     return Subset(dataset, [int(i * step) for i in range(n)])
 
 
+def build_split(cfg: DataConfig, split: str, transform: Callable | None) -> tuple[Dataset, Sequence[str]]:
+    """One split of the registered dataset `cfg.name`; an unreadable file or folder is a one-line error."""
+    try:
+        return DATASETS.get(cfg.name)(cfg, split, transform)
+    except PermissionError as exc:
+        raise ActdistillError(
+            f"{exc.filename or cfg.root}: permission denied; make the dataset readable by this user "
+            f"(e.g. chmod -R a+rX {cfg.root}) or set data.root to a readable copy"
+        ) from None
+
+
 def build_datasets(
     cfg: DataConfig, train_transform: Callable | None, test_transform: Callable | None, seed: int = 0
 ) -> DatasetBundle:
     """Build the registered dataset `cfg.name` for both splits (the training split wrapped in `SeededView`)."""
-    builder = DATASETS.get(cfg.name)
-    train, classes = builder(cfg, "train", train_transform)
-    test, _ = builder(cfg, "test", test_transform)
+    train, classes = build_split(cfg, "train", train_transform)
+    test, _ = build_split(cfg, "test", test_transform)
     return DatasetBundle(SeededView(_limit(train, cfg.limit_train), seed), _limit(test, cfg.limit_test), classes)
 
 

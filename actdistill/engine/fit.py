@@ -467,9 +467,9 @@ def _wrap_for_ddp(
 
 
 def _class_names(cfg: Config) -> list[str]:
-    from actdistill.data.build import DATASETS
+    from actdistill.data.build import build_split
 
-    _, classes = DATASETS.get(cfg.data.name)(cfg.data, "train", None)
+    _, classes = build_split(cfg.data, "train", None)
     return list(classes)
 
 
