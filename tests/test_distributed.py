@@ -17,10 +17,11 @@ import torch.multiprocessing as mp
 from actdistill.config import load_config
 from actdistill.data.build import EpochBatchSampler, shard_range
 from actdistill.data.synthetic_image import write_synthetic_stanford40
-from actdistill.distill.base import Distiller, make_output
+from actdistill.distill.base import Distiller, Stage, make_output
 from actdistill.distill.relation import CRD
 from actdistill.engine.distributed import DistContext, Replicas, unused_parameters
 from actdistill.engine.fit import fit
+from actdistill.engine.loop import train_one_epoch
 from actdistill.errors import ActdistillError
 from actdistill.models import create_model
 
@@ -83,10 +84,12 @@ def test_two_processes_match_one_process(data_root, tmp_path):
     """2 processes × batch 4 vs 1 process × batch 8, KD with a LayerNorm student, fp32 on CPU.
 
     The global batches are identical (each is sharded in two), DDP averages the two half-batch mean gradients,
-    which is the full-batch mean; only the order of float additions differs, so per-epoch losses agree to ~1e-7
-    relative and weights after 6 AdamW steps to ~1e-5 (AdamW's normalisation magnifies tiny gradient differences
-    of near-zero gradients): tolerances 1e-5 relative on losses, 1e-4 absolute on weights. Test metrics are
-    gathered from the two shards and must equal the single-process ones.
+    which is the full-batch mean; only the order of float additions differs. Measured: the total loss agrees to
+    ~2e-6 relative, the KD part (a KL between nearly equal distributions, so a difference of close numbers) to
+    ~1.3e-5, weights after 6 AdamW steps to ~2e-5 absolute (AdamW's normalisation magnifies tiny differences of
+    near-zero gradients). Tolerances: 1e-4 relative on losses, 1e-4 absolute on weights; a real error (summed
+    instead of averaged gradients, a different sample order) moves them by 1e-2 or more. Test metrics are gathered
+    from the two shards and must equal the single-process ones exactly.
     """
     root = f"data.root={data_root}"
     single = fit(load_config(None, [root, *COMMON, "data.batch_size=8", f"train.out_dir={tmp_path / 'one'}"]))
@@ -100,7 +103,7 @@ def test_two_processes_match_one_process(data_root, tmp_path):
     assert double["world_size"] == 2 and double["global_batch"] == 8 == single["global_batch"]
     for a, b in zip(single["history"], double["history"]):
         for key in ("loss", "ce", "kd", "acc"):
-            assert b["train"][key] == pytest.approx(a["train"][key], rel=1e-5), key
+            assert b["train"][key] == pytest.approx(a["train"][key], rel=1e-4), key
         assert b["test"] == pytest.approx(a["test"], abs=1e-9)
     assert double["per_class_ap"] == pytest.approx(single["per_class_ap"], abs=1e-9)
     assert double["confusion_matrix"] == single["confusion_matrix"]
@@ -154,15 +157,54 @@ def test_probe_finds_unused_parameters_and_leaves_state_alone():
     assert torch.equal(rng, torch.get_rng_state()) and all(p.grad is None for p in method.parameters())
 
 
-def _crd_worker(rank: int, port: int, out: str) -> None:
-    """Rank `rank` of 2: CRD steps on different samples per rank through DDP; saves the banks of every rank."""
+class _TwoStage(Distiller):
+    """Stage 1 trains the student on CE; stage 2 trains a second head on the (then frozen) student."""
+
+    uses_teacher = False
+
+    def __init__(self, student, teacher=None) -> None:
+        super().__init__(student, None)
+        self.head2 = torch.nn.Linear(3, 3)
+
+    def forward(self, batch):
+        logits = self.student(batch["input"])
+        return make_output(logits, {"ce": torch.nn.functional.cross_entropy(logits, batch["label"])})
+
+    def second(self, batch):
+        logits = self.head2(self.student(batch["input"]))
+        return make_output(logits, {"ce2": torch.nn.functional.cross_entropy(logits, batch["label"])})
+
+    def stages(self):
+        return [
+            Stage("student", self.student.parameters, self.forward),
+            Stage("head", self.head2.parameters, self.second),
+        ]
+
+
+def _two_stage_run(replicas: Replicas, batches: list[dict]) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    method = _TwoStage(create_model("pvt_v2_demo", 3))
+    replicas.wrap(method, find_unused=True)  # each stage leaves the other's parameters without gradients
+    optimizers = {
+        s.name: torch.optim.SGD(s.parameters(), lr=0.05) for s in method.stages()
+    }  # no Adam: keeps diffs ~fp noise
+    for epoch in (1, 2):
+        train_one_epoch(
+            method, batches, optimizers, device=torch.device("cpu"), amp_dtype=None, epoch=epoch,
+            progress=False, accumulate_steps=2, replicas=replicas,
+        )  # fmt: skip
+    return {k: v.detach().clone() for k, v in method.state_dict().items()}
+
+
+def _worker(rank: int, port: int, out: str) -> None:
+    """Rank `rank` of 2: CRD banks after steps on different samples, and a two-stage run with accumulation."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
+        replicas = Replicas(DistContext(rank=rank, world=2), torch.device("cpu"))
         torch.manual_seed(0)
         student, teacher = create_model("pvt_v2_demo", 3), create_model("convnext_demo", 3)
         method = CRD(student, teacher, nce_k=4, feat_dim=8, num_data=16).train()
-        replicas = Replicas(DistContext(rank=rank, world=2), torch.device("cpu"))
         replicas.wrap(method, find_unused=False)
         before = method.memory.memory_s.clone()
         opt = torch.optim.SGD(method.trainable_parameters(), lr=0.1)
@@ -170,27 +212,41 @@ def _crd_worker(rank: int, port: int, out: str) -> None:
         for step in range(2):
             index = torch.arange(4) + 4 * rank + 8 * step
             batch = {"input": torch.randn(4, 3, 32, 32), "label": index % 3, "index": index}
-            out = replicas.forward(0, method.stages()[0], batch)
+            step_out = replicas.forward(0, method.stages()[0], batch)
             opt.zero_grad()
-            out.loss.backward()
+            step_out.loss.backward()
             opt.step()
         replicas.sync_buffers(method)
         banks = [torch.empty_like(method.memory.memory_s) for _ in range(2)]
         dist.all_gather(banks, method.memory.memory_s)
+
+        g = torch.Generator().manual_seed(1)
+        global_batches = [
+            {"input": torch.randn(4, 3, 32, 32, generator=g), "label": torch.randint(0, 3, (4,), generator=g)}
+            for _ in range(5)  # 5 batches with accumulate_steps=2: the last group is a single batch
+        ]
+        shards = [{k: v[2 * rank : 2 * rank + 2] for k, v in b.items()} for b in global_batches]
+        two = _two_stage_run(replicas, shards)
+        every = [None, None]
+        dist.all_gather_object(every, two)
         if rank == 0:
-            torch.save({"banks": banks, "before": before}, out)
+            one = _two_stage_run(Replicas(), global_batches)
+            torch.save({"banks": banks, "before": before, "two": every, "one": one}, out)
     finally:
         dist.destroy_process_group()
 
 
-def test_crd_memory_banks_stay_identical_across_ranks(tmp_path):
-    out = tmp_path / "banks.pt"
-    mp.spawn(_crd_worker, args=(_free_port(), str(out)), nprocs=2, join=True)
+def test_two_ranks_keep_crd_banks_and_two_stage_training_in_step(tmp_path):
+    out = tmp_path / "result.pt"
+    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=2, join=True)
     saved = torch.load(out)
     a, b = saved["banks"]
-    assert torch.equal(a, b)
-    changed = (a != saved["before"]).any(dim=1)
-    assert changed.tolist() == [True] * 16  # both steps' samples of both ranks were written into every bank
+    assert torch.equal(a, b)  # CRD: every rank's bank saw every rank's samples
+    assert (a != saved["before"]).any(dim=1).tolist() == [True] * 16
+    rank0, rank1 = saved["two"]
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)  # both stages stayed synchronised
+    for k, v in saved["one"].items():  # and equal the single-process run with the same global batches
+        torch.testing.assert_close(rank0[k], v, rtol=0, atol=1e-5, msg=k)
 
 
 def test_other_ranks_do_not_create_the_run_folder(tmp_path):

@@ -102,7 +102,7 @@ class EpochBatchSampler(Sampler[list[int]]):
     def _global_batches(self) -> list[torch.Tensor]:
         g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch * 7919 + 17) % 2**63)
         order = torch.randperm(self.size, generator=g)
-        batches = list(order.split(self.batch_size * self.world))
+        batches = [b for b in order.split(self.batch_size * self.world) if len(b)]
         if len(batches) > 1 and len(batches[-1]) < self.batch_size * self.world:
             batches.pop()
         return batches
@@ -113,7 +113,8 @@ class EpochBatchSampler(Sampler[list[int]]):
             yield batch.tensor_split(self.world)[self.rank].tolist()
 
     def __len__(self) -> int:
-        return len(self._global_batches())
+        full, rest = divmod(self.size, self.batch_size * self.world)
+        return full or int(rest > 0)
 
 
 def shard_range(size: int, rank: int, world: int) -> range:

@@ -45,6 +45,12 @@ _SPLIT_ID = {"train": 0, "test": 1}
 _NUISANCE = dict(
     scale=(0.45, 0.8), width=(0.06, 0.09), floor=0.7, contrast=80, noise=(2, 6), clutter=(0, 3), distract=(1, 3)
 )
+# "easy": larger figures, little clutter and noise; what the CPU demo uses so that small models trained from scratch
+# in a few minutes separate the classes (standard is for realistic difficulty).
+_NUISANCE_EASY = dict(
+    scale=(0.7, 0.9), width=(0.07, 0.09), floor=0.5, contrast=100, noise=(1, 3), clutter=(0, 2), distract=(0, 2)
+)
+DIFFICULTIES = {"standard": _NUISANCE, "easy": _NUISANCE_EASY}
 _SS = 2  # supersampling factor: draw at 2x and box-filter down for anti-aliased strokes
 
 # Skeleton in figure units: y up, feet at 0, head top at 1.
@@ -243,12 +249,14 @@ def _lum(c) -> float:
 
 
 def render_image(
-    action: str, rng: np.random.Generator, size: int, clean: bool = False
+    action: str, rng: np.random.Generator, size: int, clean: bool = False, difficulty: str = "standard"
 ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """Draw one `(size, size, 3)` uint8 image of `action` and its person box (xmin, ymin, xmax, ymax), max exclusive.
 
-    `clean=True` draws only the figure on a flat grey background (used by tests to check the box is tight).
+    `clean=True` draws only the figure on a flat grey background (used by tests to check the box is tight);
+    `difficulty` picks the nuisance strengths (`DIFFICULTIES`).
     """
+    K = DIFFICULTIES[difficulty]
     joints, props, lift = _pose(action, rng)
     if rng.random() < 0.5:  # mirror: the figure faces left
         joints = {k: (-x, y) for k, (x, y) in joints.items()}
@@ -261,7 +269,7 @@ def render_image(
     full = (full[0], min(full[1], 0.0), full[2], full[3])  # the shadow at y=0 must fit too
 
     S = size * _SS
-    scale = rng.uniform(*_NUISANCE["scale"]) * S / (person[3] - person[1])
+    scale = rng.uniform(*K["scale"]) * S / (person[3] - person[1])
     span = max(full[2] - full[0], full[3] - full[1]) * scale
     if span > 0.98 * S:
         scale *= 0.98 * S / span
@@ -271,24 +279,24 @@ def render_image(
     def px(p: Point) -> tuple[float, float]:
         return (ox + p[0] * scale, oy - p[1] * scale)
 
-    width = max(rng.uniform(*_NUISANCE["width"]) * (person[3] - person[1]) * scale, 1.3 * _SS)
+    width = max(rng.uniform(*K["width"]) * (person[3] - person[1]) * scale, 1.3 * _SS)
     if clean:
         canvas = np.full((S, S, 3), 128, np.float32)
         fig_col = (int(rng.integers(0, 60)),) * 3
     else:
         canvas = _gradient(rng, S, S)
-        if rng.random() < _NUISANCE["floor"]:  # a floor whose edge is the ground line under the figure
+        if rng.random() < K["floor"]:  # a floor whose edge is the ground line under the figure
             canvas[int(oy) :] = canvas[int(oy) :] * 0.4 + rng.uniform(0, 255, 3) * 0.6
         bg = _lum(canvas.reshape(-1, 3).mean(0))
         for _ in range(10):
             fig_col = tuple(int(v) for v in rng.integers(0, 256, 3))
-            if abs(_lum(fig_col) - bg) > _NUISANCE["contrast"]:
+            if abs(_lum(fig_col) - bg) > K["contrast"]:
                 break
     img = Image.fromarray(canvas.astype(np.uint8))
     draw = ImageDraw.Draw(img)
     if not clean:
-        _clutter(draw, rng, S)
-        _distractors(draw, rng, action, S, scale, oy, (px((person[0], 0))[0], px((person[2], 0))[0]))
+        _clutter(draw, rng, S, K)
+        _distractors(draw, rng, action, S, scale, oy, K, (px((person[0], 0))[0], px((person[2], 0))[0]))
         sw, sh = 0.22 * (person[3] - person[1]) * scale, 0.035 * (person[3] - person[1]) * scale
         cx = ox + (joints["foot_a"][0] + joints["foot_b"][0]) / 2 * scale
         shade = tuple(int(v * 0.45) for v in canvas[min(int(oy), S - 1), min(max(int(cx), 0), S - 1)])
@@ -303,7 +311,7 @@ def render_image(
             _draw_prim(draw, prim, px, scale)
     out = np.asarray(img.resize((size, size), Image.Resampling.BOX), dtype=np.float32)
     if not clean:
-        out = out + rng.normal(0, rng.uniform(*_NUISANCE["noise"]), out.shape)
+        out = out + rng.normal(0, rng.uniform(*K["noise"]), out.shape)
     ys, xs = np.nonzero(np.asarray(mask))
     box = (int(xs.min()) // _SS, int(ys.min()) // _SS, -(-(int(xs.max()) + 1) // _SS), -(-(int(ys.max()) + 1) // _SS))
     return np.clip(out, 0, 255).astype(np.uint8), box
@@ -344,9 +352,9 @@ def _draw_prim(draw: ImageDraw.ImageDraw, p: Prim, px, scale: float) -> None:
         draw.line([px(q) for q in p[1]], fill=p[3] or (35, 35, 35), width=max(1, round(p[2] * scale)))
 
 
-def _clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator, S: int) -> None:
+def _clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator, S: int, K: dict = _NUISANCE) -> None:
     """Random rectangles, ellipses and limb-like lines behind the figure."""
-    for _ in range(int(rng.integers(*_NUISANCE["clutter"]))):
+    for _ in range(int(rng.integers(*K["clutter"]))):
         col = tuple(int(v) for v in rng.integers(0, 256, 3))
         x, y = rng.uniform(0, S, 2)
         w, h = rng.uniform(0.05, 0.4, 2) * S
@@ -359,10 +367,12 @@ def _clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator, S: int) -> Non
             draw.line([(x, y), (x + w * rng.choice([-1, 1]), y + h)], fill=col, width=int(rng.integers(1, 4) * _SS))
 
 
-def _distractors(draw, rng: np.random.Generator, action: str, S: int, scale: float, ground: float, span) -> None:
+def _distractors(
+    draw, rng: np.random.Generator, action: str, S: int, scale: float, ground: float, K: dict, span
+) -> None:
     """1-2 objects of other classes lying on the floor, away from the figure's horizontal extent."""
     pool = [o for o in _OBJECTS if o != _OBJECT_OF.get(action)]
-    for _ in range(int(rng.integers(*_NUISANCE["distract"]))):
+    for _ in range(int(rng.integers(*K["distract"]))):
         kind = pool[int(rng.integers(len(pool)))]
         for _try in range(8):
             x = rng.uniform(0, S)
@@ -379,11 +389,11 @@ def _distractors(draw, rng: np.random.Generator, action: str, S: int, scale: flo
             _draw_prim(draw, p, lambda q, x=x, y=y, lift=lift: (x + q[0] * scale, y - (q[1] + lift) * scale), scale)
 
 
-def _image_job(job: tuple[int, str, int, int, int, int]) -> tuple[bytes, tuple[int, int, int, int]]:
+def _image_job(job: tuple[int, str, int, int, int, int, str]) -> tuple[bytes, tuple[int, int, int, int]]:
     """Render and JPEG-encode one image; seeded only by (seed, split, class, index) so output is order-free."""
-    seed, split, cls, idx, size, quality = job
+    seed, split, cls, idx, size, quality, difficulty = job
     rng = np.random.default_rng([seed, _SPLIT_ID[split], cls, idx])
-    arr, box = render_image(SYNTH_ACTIONS[cls][0], rng, size)
+    arr, box = render_image(SYNTH_ACTIONS[cls][0], rng, size, difficulty=difficulty)
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="JPEG", quality=quality)
     return buf.getvalue(), box
@@ -409,8 +419,14 @@ def write_synthetic_stanford40(
     image_size: int = 64,
     seed: int = 0,
     workers: int = 1,
+    difficulty: str = "standard",
 ) -> Path:
-    """Write a stick-figure action dataset in the Stanford 40 layout (JPEGImages/, ImageSplits/, XMLAnnotations/)."""
+    """Write a stick-figure action dataset in the Stanford 40 layout (JPEGImages/, ImageSplits/, XMLAnnotations/).
+
+    `difficulty`: "standard" (realistic nuisance) or "easy" (larger figures, less clutter; used by the CPU demo).
+    """
+    if difficulty not in DIFFICULTIES:
+        raise ActdistillError(f"synthetic image data: difficulty must be one of {', '.join(DIFFICULTIES)}")
     if not 1 <= num_classes <= len(SYNTH_ACTIONS):
         raise ActdistillError(f"synthetic image data: num_classes={num_classes}; choose 1..{len(SYNTH_ACTIONS)}")
     if train_per_class < 1 or test_per_class < 1 or image_size < 16:
@@ -423,7 +439,7 @@ def write_synthetic_stanford40(
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
     jobs = [
-        (seed, split, cls, start + i, image_size, 90)
+        (seed, split, cls, start + i, image_size, 90, difficulty)
         for cls in range(num_classes)
         for split, start, count in (("train", 0, train_per_class), ("test", train_per_class, test_per_class))
         for i in range(count)
@@ -435,7 +451,7 @@ def write_synthetic_stanford40(
         rendered = (
             pool.map(_image_job, jobs, chunksize=max(1, len(jobs) // (4 * workers))) if pool else map(_image_job, jobs)
         )
-        for (_, split, cls, idx, size, _), (data, box) in zip(jobs, rendered):
+        for (_, split, cls, idx, size, _, _), (data, box) in zip(jobs, rendered):
             action = SYNTH_ACTIONS[cls][0]
             name = f"{action}_{idx + 1:03d}.jpg"
             (dirs["JPEGImages"] / name).write_bytes(data)

@@ -50,6 +50,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def state_mismatch(model: torch.nn.Module, state: dict[str, Any]) -> str:
+    """Why `state` does not load into `model`, in a few words: counts of missing/unexpected/reshaped entries."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [k for k in own if k in state and tuple(own[k].shape) != tuple(getattr(state[k], "shape", ()))]
+    found = {"missing": missing, "unexpected": unexpected, "with another shape": reshaped}
+    return ", ".join(f"{len(keys)} {what} (e.g. {keys[0]})" for what, keys in found.items() if keys) or "no match"
+
+
 def rng_state() -> dict[str, Any]:
     """Python, NumPy and torch RNG states, plus the current CUDA device's."""
     # Only the current device: under torchrun the other GPUs belong to other processes, and reading their

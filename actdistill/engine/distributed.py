@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import wraps
@@ -162,6 +163,11 @@ class Replicas:
         self.ctx = ctx or DistContext()
         self.device = device or torch.device("cpu")
         self.ddp: nn.parallel.DistributedDataParallel | None = None
+        # Per-step flags and epoch statistics travel over a CPU (gloo) group: with NCCL, reading a flag back
+        # from the GPU would wait for all queued GPU work every step. Every rank builds Replicas at the same point.
+        self.host_group = None
+        if self.world > 1 and dist.get_backend() != "gloo":
+            self.host_group = dist.new_group(backend="gloo")
 
     @property
     def world(self) -> int:
@@ -178,6 +184,9 @@ class Replicas:
         for module in distiller.modules():
             if type(module).__name__ in GATHERED_UPDATES and not getattr(module.update, "gathered", False):
                 module.update = gather_tensor_args(module.update)
+        # Depthwise convolutions yield gradients whose size-1 dims have other strides than DDP's buckets: only a
+        # copy, not an error, and torch would say so once per process.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         runner = StageRunner(distiller)
         nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(runner, _teacher_names(runner))
         self.ddp = nn.parallel.DistributedDataParallel(
@@ -201,8 +210,8 @@ class Replicas:
         """Each flag OR-ed over ranks, so that every rank takes the same branch."""
         if self.world == 1:
             return [bool(f) for f in flags]
-        t = torch.tensor([float(f) for f in flags], device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        t = torch.tensor([float(f) for f in flags])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.host_group)
         return [bool(v) for v in t.tolist()]
 
     def sum_values(self, values: Mapping[str, float]) -> dict[str, float]:
@@ -210,7 +219,7 @@ class Replicas:
         if self.world == 1:
             return dict(values)
         every: list[Any] = [None] * self.world
-        dist.all_gather_object(every, dict(values))
+        dist.all_gather_object(every, dict(values), group=self.host_group)
         keys = sorted({k for d in every for k in d})
         return {k: sum(d.get(k, 0.0) for d in every) for k in keys}
 
@@ -238,7 +247,7 @@ class Replicas:
         if self.world == 1:
             return meter
         states: list[Any] = [None] * self.world
-        dist.all_gather_object(states, meter.state())
+        dist.all_gather_object(states, meter.state(), group=self.host_group)
         merged = ClassificationMeter()
         for state in states:
             merged.merge(state)

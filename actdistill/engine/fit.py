@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import logging
@@ -18,7 +19,14 @@ from actdistill import __version__
 from actdistill.config import Config, ModelConfig, save_config
 from actdistill.data.build import build_datasets, build_transforms, dataset_task, make_loader
 from actdistill.distill.base import Distiller
-from actdistill.engine.checkpoint import atomic_save, load_checkpoint, rng_state, rotate, set_rng_state
+from actdistill.engine.checkpoint import (
+    atomic_save,
+    load_checkpoint,
+    rng_state,
+    rotate,
+    set_rng_state,
+    state_mismatch,
+)
 from actdistill.engine.distributed import DistContext, Replicas, init_distributed, unused_parameters
 from actdistill.engine.logging import MetricsLogger
 from actdistill.engine.loop import EpochState, TrainingInterrupted, evaluate, to_device, train_one_epoch
@@ -78,10 +86,10 @@ def load_teacher(cfg: ModelConfig, num_classes: int) -> nn.Module:
         teacher = create_model(name, num_classes, pretrained=False, **{**spec.get("kwargs", {}), **cfg.kwargs})
         try:
             teacher.load_state_dict(ckpt["student"])
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
+        except RuntimeError:
             raise ActdistillError(
-                f"teacher.checkpoint {cfg.checkpoint} does not fit a '{name}' model ({first[:160]}); "
+                f"teacher.checkpoint {cfg.checkpoint} does not fit a '{name}' model "
+                f"({state_mismatch(teacher, ckpt['student'])}); "
                 "point it at a run trained with that architecture or fix teacher.name / teacher.kwargs"
             ) from None
         return teacher
@@ -190,7 +198,10 @@ def _fit(cfg: Config, ctx: DistContext, device: torch.device, *, resume: bool, o
             f"({len(data.train)} train / {len(data.test)} test samples); check data.root and the split files"  # type: ignore[arg-type]
         )
     if len(data.train) < ctx.world:  # type: ignore[arg-type]
-        raise ActdistillError(f"{len(data.train)} training samples cannot feed {ctx.world} processes; use fewer")  # type: ignore[arg-type]
+        raise ActdistillError(
+            f"dataset '{cfg.data.name}' at {cfg.data.root} has {len(data.train)} training samples, fewer than the "  # type: ignore[arg-type]
+            f"{ctx.world} processes; start fewer (torchrun --nproc-per-node)"
+        )
 
     method_name = str(cfg.method.get("name", "vanilla"))
     teacher = None
@@ -204,7 +215,11 @@ def _fit(cfg: Config, ctx: DistContext, device: torch.device, *, resume: bool, o
     if cfg.train.channels_last:
         distiller.to(memory_format=torch.channels_last)
 
-    optimizers = {s.name: build_optimizer(s.parameters(), cfg.optim) for s in distiller.stages()}
+    # A stage may carry its own optimiser settings (paper 2's CVAE stage: Adam 1e-4, betas (0.8, 0.999)).
+    optimizers = {
+        s.name: build_optimizer(s.parameters(), dataclasses.replace(cfg.optim, **(getattr(s, "optim", None) or {})))
+        for s in distiller.stages()
+    }
     schedulers = {n: build_scheduler(o, cfg.sched, cfg.train.epochs) for n, o in optimizers.items()}
     scalers = {n: torch.amp.GradScaler(device.type) for n in optimizers} if amp_dtype == torch.float16 else {}
     generator = torch.Generator()
@@ -331,6 +346,7 @@ def _fit(cfg: Config, ctx: DistContext, device: torch.device, *, resume: bool, o
                 replicas.sync_buffers(distiller)  # rank 0's BatchNorm statistics everywhere before evaluating
                 record: dict[str, Any] = {"epoch": epoch, "lr": lr, "train": train_stats}
                 if epoch % cfg.train.eval_every == 0 or epoch == cfg.train.epochs:
+                    distiller.eval()  # dropout/drop-path off, BatchNorm statistics frozen while evaluating
                     last_report = evaluate(
                         distiller.predict,
                         test_loader,
@@ -339,7 +355,9 @@ def _fit(cfg: Config, ctx: DistContext, device: torch.device, *, resume: bool, o
                         class_names=classes,
                         replicas=replicas,
                     )
-                    record["test"] = {k: last_report[k] for k in ("top1", "top5", "mean_class_accuracy", "mAP")}
+                    record["test"] = {
+                        k: last_report[k] for k in ("top1", "top5", "mean_class_accuracy", "mAP", "skipped")
+                    }
                     value = float(last_report[cfg.train.best_metric])
                     if value > best["value"]:
                         best = {"epoch": epoch, "value": value, "metrics": record["test"]}
@@ -349,8 +367,9 @@ def _fit(cfg: Config, ctx: DistContext, device: torch.device, *, resume: bool, o
                 history.append(record)
                 if metrics_log is not None:
                     metrics_log.log(record, step=epoch)
-                last = write(checkpoint_state(epoch), run / "checkpoints" / "last.pt")
-                write(checkpoint_state(epoch), run / "checkpoints" / f"epoch_{epoch:04d}.pt")
+                end_state = checkpoint_state(epoch)
+                last = write(end_state, run / "checkpoints" / "last.pt")
+                write(end_state, run / "checkpoints" / f"epoch_{epoch:04d}.pt")
                 if ctx.is_main:
                     rotate(run / "checkpoints", "epoch_*.pt", cfg.train.keep_last)
                     _log_epoch(record, cfg.train.epochs)
@@ -362,6 +381,7 @@ def _fit(cfg: Config, ctx: DistContext, device: torch.device, *, resume: bool, o
 
     write(student.state_dict(), run / "student_last.pt")
     if not last_report:  # resumed a finished run: evaluate once so results.json is complete
+        distiller.eval()
         last_report = evaluate(
             distiller.predict, test_loader, device=device, amp_dtype=amp_dtype, class_names=classes, replicas=replicas
         )
@@ -438,9 +458,9 @@ def _restore(
             if name in ckpt.get("scalers", {}):
                 scaler.load_state_dict(ckpt["scalers"][name])
     except (RuntimeError, KeyError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        why = state_mismatch(student, ckpt["student"]) if isinstance(exc, RuntimeError) else repr(exc)[:120]
         raise ActdistillError(
-            f"{path} does not fit this run's student/method/optimizer ({first[:160]}); "
+            f"{path} does not fit this run's student/method/optimizer ({why}); "
             "resume with the run's own config (its config.yaml) or start without --resume"
         ) from None
 

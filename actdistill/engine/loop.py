@@ -189,7 +189,7 @@ def train_one_epoch(
                         (bad,) = replicas.any(not bool(torch.isfinite(out.loss.detach())))
                         if bad:
                             saved = on_nonfinite(state) if on_nonfinite is not None else None
-                            parts = ", ".join(f"{k}={float(v):.4g}" for k, v in out.parts.items())
+                            parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in out.parts.items())
                             raise NonFiniteLossError(
                                 f"non-finite loss at epoch {epoch}, stage '{stage.name}', step {step} "
                                 f"(optimizer step {state.steps}): {parts}; state before the step saved to {saved}. "
