@@ -184,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seed; the same seed writes the same bytes (default: 0)")
     s.add_argument("--workers", type=int, default=1, help="processes used to draw images (default: 1)")
     s.set_defaults(func=cmd_data_synth)
+
+    from actdistill.analysis import analyze, html_report
+
+    analyze.add_cli(sub)
+    html_report.add_cli(sub)
     return parser
 
 

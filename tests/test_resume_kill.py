@@ -73,7 +73,7 @@ def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> boo
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(data_root, reference, tmp_path):
+def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(data_root, reference, tmp_path, capsys):
     out = tmp_path / "run"
     args = [f"data.root={data_root}", *COMMON, f"train.out_dir={out}", "train.save_every_steps=1"]
     proc = _start(args, tmp_path / "killed.log")
@@ -83,6 +83,9 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(data_root, reference
     proc.wait(timeout=30)
     position = load_checkpoint(last)["position"]
     assert position is not None and position["epoch"] == 1 and 0 < position["batch"] < 12, position
+    assert main(["train", *args, "data.batch_size=4", "--resume"]) == 2  # the rest of the epoch needs batches of 2
+    err = capsys.readouterr().err
+    assert f"{last} was saved mid-epoch with global batch 2 (accumulate_steps 1); resume with the same" in err
     _check_resumed(args, out, reference)
 
 

@@ -252,7 +252,7 @@ def _plots(groups: list[RunGroup], out: Path) -> tuple[list[tuple[str, Path, str
             continue
         path = plot_per_class_bar(
             gains, out / f"per_class_ap_gain_{_slug(g.label)}.png",
-            title=f"Per-class AP change from distillation: {g.label} vs {g.baseline.label}",
+            title=f"Per-class AP change from distillation\n{g.label} vs {g.baseline.label}",
             ylabel="AP gain over the same student without KD (points)",
         )  # fmt: skip
         figs.append((f"Per-class AP gain: {g.label} vs {g.baseline.label} ({g.dataset})", path, "per-class AP gain"))

@@ -252,3 +252,25 @@ class Replicas:
         for state in states:
             merged.merge(state)
         return merged
+
+
+def wrap_distiller(
+    replicas: Replicas, distiller: Distiller, loader: Any, device: torch.device, amp_dtype: torch.dtype | None
+) -> None:
+    """DDP around the distiller, looking for unused parameters only where a probe forward finds some."""
+    if replicas.world == 1:
+        return
+    stages = distiller.stages()
+    find_unused, unused = len(stages) > 1, []  # stages freeze each other's parameters: always look
+    if not find_unused:
+        batch = next(iter(loader))
+        if "input" in batch:
+            batch.pop("skipped", None)
+            batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+            unused = unused_parameters(distiller.train(), stages[0], batch, device, amp_dtype)
+            if unused:
+                log.info(
+                    "DDP: %d parameters get no gradient (e.g. %s); find_unused_parameters on", len(unused), unused[0]
+                )
+        (find_unused,) = replicas.any("input" not in batch or bool(unused))
+    replicas.wrap(distiller, find_unused=find_unused)

@@ -22,14 +22,16 @@ from actdistill.distill.base import Distiller
 from actdistill.engine.checkpoint import (
     atomic_save,
     load_checkpoint,
+    load_resumable,
+    restore_training_state,
     rng_state,
     rotate,
     set_rng_state,
     state_mismatch,
 )
-from actdistill.engine.distributed import DistContext, Replicas, init_distributed, unused_parameters
+from actdistill.engine.distributed import DistContext, Replicas, init_distributed, wrap_distiller
 from actdistill.engine.logging import MetricsLogger
-from actdistill.engine.loop import EpochState, TrainingInterrupted, evaluate, to_device, train_one_epoch
+from actdistill.engine.loop import EpochState, TrainingInterrupted, evaluate, train_one_epoch
 from actdistill.engine.optim import build_optimizer, build_scheduler
 from actdistill.engine.runtime import epoch_seed, resolve_precision, seed_everything
 from actdistill.engine.signals import stop_on_signals
@@ -238,8 +240,10 @@ def _fit(cfg: Config, ctx: DistContext, device: torch.device, *, resume: bool, o
     start_epoch, history, best = 1, [], {"epoch": 0, "value": -float("inf"), "metrics": {}}
     position, resume_rng = None, None
     if resume:
-        ckpt = _load_resumable(run / "checkpoints" / "last.pt", cfg, layout)
-        _restore(ckpt, run / "checkpoints" / "last.pt", student, distiller, optimizers, schedulers, scalers)
+        ckpt = load_resumable(run / "checkpoints" / "last.pt", cfg.student.name, layout)
+        restore_training_state(
+            ckpt, run / "checkpoints" / "last.pt", student, distiller, optimizers, schedulers, scalers
+        )
         start_epoch, history, best = ckpt["epoch"] + 1, ckpt["history"], ckpt["best"]
         position, resume_rng = ckpt.get("position"), ckpt["rng"]
         set_rng_state(resume_rng)
@@ -247,7 +251,7 @@ def _fit(cfg: Config, ctx: DistContext, device: torch.device, *, resume: bool, o
         log.info("resumed %s at %s", run, where)
     if ctx.is_main:
         save_config(cfg, run / "config.yaml")
-    _wrap_for_ddp(replicas, distiller, train_loader, device, amp_dtype)
+    wrap_distiller(replicas, distiller, train_loader, device, amp_dtype)
 
     image_shape: tuple[int, ...] = (1, 3, cfg.data.image_size, cfg.data.image_size)
     if dataset_task(cfg.data.name) == "video":
@@ -410,80 +414,6 @@ def _fit(cfg: Config, ctx: DistContext, device: torch.device, *, resume: bool, o
     if ctx.is_main:
         (run / "results.json").write_text(json.dumps(results, indent=1))
     return results
-
-
-def _load_resumable(path: Path, cfg: Config, layout: dict[str, int]) -> dict[str, Any]:
-    """`last.pt` checked to be a training checkpoint of this config's student, resumable with this layout."""
-    ckpt = load_checkpoint(path)
-    missing = [k for k in ("optimizers", "schedulers", "epoch", "rng", "history", "best") if k not in ckpt]
-    if missing:
-        raise ActdistillError(
-            f"{path} is not a training checkpoint (no {', '.join(missing)}); start without --resume or use --overwrite"
-        )
-    saved = ckpt.get("model", {}).get("name")
-    if saved and saved != cfg.student.name:
-        raise ActdistillError(
-            f"{path} holds a '{saved}' student but student.name is '{cfg.student.name}'; "
-            "resume with the run's own config (its config.yaml) or choose another train.out_dir"
-        )
-    position, before = ckpt.get("position"), ckpt.get("layout", {})
-    same = all(before.get(k) == layout[k] for k in ("global_batch", "accumulate_steps"))
-    if position is not None and not same:
-        raise ActdistillError(
-            f"{path} was saved mid-epoch with global batch {before.get('global_batch')} "
-            f"(accumulate_steps {before.get('accumulate_steps')}); resume with the same processes × data.batch_size "
-            "and train.accumulate_steps so the rest of the epoch sees the same batches"
-        )
-    return ckpt
-
-
-def _restore(
-    ckpt: dict[str, Any],
-    path: Path,
-    student: nn.Module,
-    distiller: Distiller,
-    optimizers: dict[str, torch.optim.Optimizer],
-    schedulers: dict[str, Any],
-    scalers: dict[str, Any],
-) -> None:
-    """Load weights, method state, optimizer/scheduler/scaler states; one-line errors for a mismatched file."""
-    try:
-        student.load_state_dict(ckpt["student"])
-        distiller.load_student_state(ckpt.get("method", {}))
-        for name, opt in optimizers.items():
-            opt.load_state_dict(ckpt["optimizers"][name])
-        for name, sched in schedulers.items():
-            sched.load_state_dict(ckpt["schedulers"][name])
-        for name, scaler in scalers.items():
-            if name in ckpt.get("scalers", {}):
-                scaler.load_state_dict(ckpt["scalers"][name])
-    except (RuntimeError, KeyError, ValueError) as exc:
-        why = state_mismatch(student, ckpt["student"]) if isinstance(exc, RuntimeError) else repr(exc)[:120]
-        raise ActdistillError(
-            f"{path} does not fit this run's student/method/optimizer ({why}); "
-            "resume with the run's own config (its config.yaml) or start without --resume"
-        ) from None
-
-
-def _wrap_for_ddp(
-    replicas: Replicas, distiller: Distiller, loader: Any, device: torch.device, amp_dtype: torch.dtype | None
-) -> None:
-    """DDP around the distiller, looking for unused parameters only where a probe forward finds some."""
-    if replicas.world == 1:
-        return
-    stages = distiller.stages()
-    find_unused, unused = len(stages) > 1, []  # stages freeze each other's parameters: always look
-    if not find_unused:
-        batch = next(iter(loader))
-        if "input" in batch:
-            batch.pop("skipped", None)
-            unused = unused_parameters(distiller.train(), stages[0], to_device(batch, device), device, amp_dtype)
-            if unused:
-                log.info(
-                    "DDP: %d parameters get no gradient (e.g. %s); find_unused_parameters on", len(unused), unused[0]
-                )
-        (find_unused,) = replicas.any("input" not in batch or bool(unused))
-    replicas.wrap(distiller, find_unused=find_unused)
 
 
 def _class_names(cfg: Config) -> list[str]:
