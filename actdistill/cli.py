@@ -54,7 +54,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     print(
         f"{cfg.name}: last epoch top1 {100 * last['top1']:.2f}% mAP {100 * last['mAP']:.2f}% "
-        f"(best mAP {100 * results['best']['value']:.2f}% at epoch {results['best']['epoch']}) → {cfg.train.out_dir}"
+        f"(best {cfg.train.best_metric} {100 * results['best']['value']:.2f}% at epoch {results['best']['epoch']}) "
+        f"→ {cfg.train.out_dir}"
     )
     return 0
 

@@ -425,7 +425,9 @@ def _class_names(cfg: Config) -> list[str]:
 
 def _log_epoch(record: dict[str, Any], epochs: int) -> None:
     train, test = record["train"], record.get("test", {})
-    msg = f"epoch {record['epoch']}/{epochs} loss {train.get('loss', float('nan')):.4f} lr {record['lr']:.2e}"
+    losses = {k: v for k, v in train.items() if k == "loss" or k.endswith("/loss")}  # one per stage if several
+    shown = " ".join(f"{k} {v:.4f}" for k, v in losses.items()) or "loss nan"
+    msg = f"epoch {record['epoch']}/{epochs} {shown} lr {record['lr']:.2e}"
     if test:
         msg += f" | test top1 {test['top1']:.4f} mAP {test['mAP']:.4f}"
     msg += f" | {record['epoch_time_s']:.1f}s (data {train['data_time_s']:.1f}s)"
