@@ -1,0 +1,309 @@
+"""`actdistill bench`: teacher vs student inference latency/throughput/memory, and KD training-step cost.
+
+Inference: PyTorch eager (eval, `torch.inference_mode`) at each batch size, and ONNX Runtime (CPU provider) when
+installed. Peak memory: on CUDA `torch.cuda.max_memory_allocated` above the model's resident weights; on CPU the
+growth of the process's peak RSS (`resource.getrusage().ru_maxrss`), a high-water mark: a run that stays below
+an earlier peak reports 0, so models are measured student first (usually the smaller one).
+Training: median optimizer-step time of a plain (cross-entropy) step, actdistill's online KD step (frozen teacher
+in eval mode under no_grad, same autocast precision as the plain step), and a naive reference KD step (fp32,
+teacher in train mode with autograd on, as in typical KD codebases); the ratios between them are measured in one
+run, so they transfer across machines better than absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from actdistill.errors import ActdistillError
+
+__all__ = ["add_cli", "bench", "format_table", "load_bench_model"]
+
+
+def load_bench_model(spec: str, classes: int, size: int, clip: int) -> tuple[nn.Module, tuple[int, ...], str]:
+    """`(model, per-sample input shape, label)` from a checkpoint path or a model name (random weights)."""
+    from actdistill.models import create_model
+
+    path = Path(spec)
+    if path.suffix in (".pt", ".pth") or path.is_file():
+        from actdistill.deploy.export import load_student
+
+        model, _, ckpt = load_student(path)
+        label = f"{ckpt['model']['name']} ({path.name})"
+    else:
+        model, label = create_model(spec, classes), spec
+    pcfg = model.pretrained_cfg.input_size
+    shape = (pcfg[0], clip, size, size) if len(pcfg) == 4 else (pcfg[0], size, size)
+    return model.eval(), shape, label
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_s(fn: Callable[[], Any], steps: int, warmup: int, device: torch.device) -> float:
+    """Median wall time of `fn()` over `steps` runs after `warmup` runs."""
+    times = []
+    for i in range(warmup + steps):
+        _sync(device)
+        tick = time.perf_counter()
+        fn()
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - tick)
+    return statistics.median(times)
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _eager(model: nn.Module, x: Tensor, steps: int, warmup: int, device: torch.device) -> dict[str, float]:
+    """Latency (median ms), throughput (samples/s) and peak memory (MB) of eval-mode forward passes."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    rss = _rss_mb()
+    with torch.inference_mode():
+        sec = _median_s(lambda: model(x), steps, warmup, device)
+    if device.type == "cuda":
+        peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    else:
+        peak = max(0.0, _rss_mb() - rss)
+    return {"latency_ms": 1000 * sec, "throughput": x.shape[0] / sec, "peak_mem_mb": peak}
+
+
+def _onnx_session(model: nn.Module, shape: tuple[int, ...], folder: Path, name: str):
+    from actdistill.deploy.export import export_model, require_onnx
+
+    _, ort = require_onnx("ONNX Runtime benchmarks")
+    path = export_model(model.cpu(), shape, folder / f"{name}.onnx")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _ort(session: Any, x: Tensor, steps: int, warmup: int) -> dict[str, float]:
+    feed = {session.get_inputs()[0].name: x.cpu().numpy()}
+    sec = _median_s(lambda: session.run(None, feed), steps, warmup, torch.device("cpu"))
+    return {"latency_ms": 1000 * sec, "throughput": x.shape[0] / sec}
+
+
+def _naive_kd_step(student: nn.Module, teacher: nn.Module, opt: torch.optim.Optimizer, batch: dict) -> None:
+    """Reference KD step as typical codebases write it: fp32, teacher in train mode, autograd through it."""
+    from actdistill.distill.functional import kd_loss
+    from actdistill.distill.logit import class_logits
+
+    teacher.train()
+    student.train()
+    logits_t = class_logits(teacher(batch["input"]))
+    logits_s = class_logits(student(batch["input"]))
+    loss = 0.45 * F.cross_entropy(logits_s, batch["label"]) + 0.55 * kd_loss(logits_s, logits_t, 11.0)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def _train_steps(
+    student: nn.Module, teacher: nn.Module, batch: dict, steps: int, warmup: int, device: torch.device, precision: str
+) -> dict[str, float]:
+    """Median step seconds: plain, online KD (actdistill), naive reference KD."""
+    from actdistill.distill.logit import KD, Vanilla
+    from actdistill.engine.runtime import autocast, resolve_precision
+
+    dtype = resolve_precision(precision, device)
+    out = {}
+    for key, method in (("plain", Vanilla(student)), ("online_kd", KD(student, teacher))):
+        opt = torch.optim.AdamW(method.trainable_parameters(), lr=1e-4)
+        method.train()
+
+        def step(method=method, opt=opt) -> None:
+            with autocast(device, dtype):
+                loss = method(batch).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        out[key] = _median_s(step, steps, warmup, device)
+    naive_teacher = copy.deepcopy(teacher).requires_grad_(True)  # leaves the caller's teacher frozen
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-4)
+    out["naive_kd"] = _median_s(lambda: _naive_kd_step(student, naive_teacher, opt, batch), steps, warmup, device)
+    return out
+
+
+def bench(
+    teacher: str,
+    student: str,
+    *,
+    size: int = 224,
+    batches: Sequence[int] = (1, 32),
+    clip: int = 16,
+    classes: int = 40,
+    steps: int = 10,
+    warmup: int = 3,
+    train_batch: int = 8,
+    device: str = "cpu",
+    precision: str = "fp32",
+    onnx: bool = True,
+    train: bool = True,
+) -> dict[str, Any]:
+    """Benchmark teacher vs student (checkpoint paths or model names); returns the JSON-able results dict.
+
+    Keys: `setup`, `inference` ({"eager"|"onnx": {"teacher"|"student": {batch: {latency_ms, throughput[,
+    peak_mem_mb]}}}}), `speedup` (teacher latency / student latency per runtime and batch), `train_step_ms`
+    ({plain, online_kd, naive_kd}), `train_ratios` (online_kd/plain, naive_kd/plain, naive_kd/online_kd).
+    """
+    from actdistill.engine.runtime import resolve_device
+
+    dev = resolve_device(device)
+    if not batches or min(batches) < 1 or steps < 1:
+        raise ActdistillError(f"bench: batch sizes and --steps must be ≥ 1 (got {list(batches)}, {steps})")
+    torch.manual_seed(0)
+    models = {}
+    for role, spec in (("student", student), ("teacher", teacher)):
+        model, shape, label = load_bench_model(spec, classes, size, clip)
+        models[role] = (model.to(dev), shape, label)
+    if models["student"][0].num_classes != models["teacher"][0].num_classes:
+        raise ActdistillError(
+            f"bench: teacher has {models['teacher'][0].num_classes} classes, student "
+            f"{models['student'][0].num_classes}; pass checkpoints of the same dataset"
+        )
+    results: dict[str, Any] = {
+        "setup": {
+            "teacher": models["teacher"][2], "student": models["student"][2], "device": str(dev),
+            "threads": torch.get_num_threads(), "batches": list(batches), "steps": steps, "warmup": warmup,
+            "input_shape": {role: list(m[1]) for role, m in models.items()}, "precision": precision,
+            "parameters": {role: sum(p.numel() for p in m[0].parameters()) for role, m in models.items()},
+            "memory": "cuda max_memory_allocated" if dev.type == "cuda" else "CPU peak-RSS growth (ru_maxrss)",
+        },
+        "inference": {"eager": {"student": {}, "teacher": {}}},
+    }  # fmt: skip
+    for role, (model, shape, _) in models.items():
+        for b in batches:
+            x = torch.randn(b, *shape, device=dev)
+            results["inference"]["eager"][role][b] = _eager(model, x, steps, warmup, dev)
+    if onnx:
+        results["inference"]["onnx"] = _onnx_results(models, batches, steps, warmup)
+        for _, (model, _, _) in models.items():
+            model.to(dev)
+    results["speedup"] = {
+        runtime: {b: rows["teacher"][b]["latency_ms"] / rows["student"][b]["latency_ms"] for b in batches}
+        for runtime, rows in results["inference"].items()
+    }
+    if train:
+        student_m, shape, _ = models["student"]
+        batch = {
+            "input": torch.randn(train_batch, *shape, device=dev),
+            "label": torch.randint(0, student_m.num_classes, (train_batch,), device=dev),
+        }
+        sec = _train_steps(copy.deepcopy(student_m), models["teacher"][0], batch, steps, warmup, dev, precision)
+        results["train_step_ms"] = {k: 1000 * v for k, v in sec.items()}
+        results["train_ratios"] = {
+            "online_kd/plain": sec["online_kd"] / sec["plain"],
+            "naive_kd/plain": sec["naive_kd"] / sec["plain"],
+            "naive_kd/online_kd": sec["naive_kd"] / sec["online_kd"],
+        }
+        results["setup"]["train_batch"] = train_batch
+    return results
+
+
+def _onnx_results(models: dict, batches: Sequence[int], steps: int, warmup: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="actdistill-bench-") as tmp:
+        for role, (model, shape, _) in models.items():
+            session = _onnx_session(model, shape, Path(tmp), role)
+            out[role] = {b: _ort(session, torch.randn(b, *shape), steps, warmup) for b in batches}
+    return out
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """Human-readable table of `bench()` results."""
+    s = results["setup"]
+    lines = [
+        f"teacher {s['teacher']} ({s['parameters']['teacher'] / 1e6:.2f}M params) vs "
+        f"student {s['student']} ({s['parameters']['student'] / 1e6:.2f}M), {s['device']}, {s['threads']} threads",
+        f"{'runtime':<8} {'batch':>5} {'model':<8} {'latency ms':>11} {'samples/s':>10} {'peak MB':>8} {'speed-up':>9}",
+    ]
+    for runtime, rows in results["inference"].items():
+        for b in s["batches"]:
+            for role in ("teacher", "student"):
+                r = rows[role][b]
+                mem = f"{r['peak_mem_mb']:8.1f}" if "peak_mem_mb" in r else f"{'-':>8}"
+                up = f"{results['speedup'][runtime][b]:8.2f}x" if role == "student" else ""
+                lines.append(
+                    f"{runtime:<8} {b:>5} {role:<8} {r['latency_ms']:11.2f} {r['throughput']:10.1f} {mem} {up:>9}"
+                )
+    if "train_step_ms" in results:
+        steps = ", ".join(f"{k} {v:.1f} ms" for k, v in results["train_step_ms"].items())
+        ratios = ", ".join(f"{k} {v:.2f}" for k, v in results["train_ratios"].items())
+        lines += [f"train step (batch {s['train_batch']}, {s['precision']}): {steps}", f"ratios: {ratios}"]
+    return "\n".join(lines)
+
+
+def _batches(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--batch wants comma-separated integers such as 1,32; got {text!r}") from None
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run `actdistill bench`."""
+    onnx = not args.no_onnx
+    if onnx:
+        try:
+            import onnxruntime  # noqa: F401
+            import onnxscript  # noqa: F401
+        except ImportError:
+            onnx = False
+            print("ONNX Runtime rows skipped: pip install 'actdistill[onnx]' onnxscript")
+    results = bench(
+        args.teacher, args.student, size=args.size, batches=args.batch, clip=args.clip, classes=args.classes,
+        steps=args.steps, warmup=args.warmup, train_batch=args.train_batch, device=args.device,
+        precision=args.precision, onnx=onnx, train=not args.no_train,
+    )  # fmt: skip
+    print(format_table(results))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=1))
+        print(f"JSON: {args.json}")
+    return 0
+
+
+def add_cli(sub: Any) -> argparse.ArgumentParser:
+    """Register the `bench` subcommand on an argparse subparsers object."""
+    p = sub.add_parser(
+        "bench",
+        help="teacher vs student latency, throughput, memory (PyTorch, ONNX Runtime) and KD training-step cost",
+        description="Time teacher and student (checkpoints, or model names with random weights) at each batch size "
+        "in PyTorch eager and ONNX Runtime, and compare a plain, an online-KD and a naive KD training step.",
+    )
+    p.add_argument("--teacher", required=True, help="teacher checkpoint or model name (e.g. convnext_demo)")
+    p.add_argument("--student", required=True, help="student checkpoint or model name (e.g. pvt_v2_demo)")
+    p.add_argument("--size", type=int, default=224, help="input side in pixels (default: 224)")
+    p.add_argument("--batch", type=_batches, default=[1, 32], help="comma-separated batch sizes (default: 1,32)")
+    p.add_argument("--clip", type=int, default=16, help="video models: frames per clip (default: 16)")
+    p.add_argument("--classes", type=int, default=40, help="classes of models built by name (default: 40)")
+    p.add_argument("--steps", type=int, default=10, help="timed runs per measurement (default: 10)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default: 3)")
+    p.add_argument("--train-batch", type=int, default=8, help="batch of the training-step comparison (default: 8)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, auto (default: cpu)")
+    p.add_argument("--precision", default="fp32", help="plain/online-KD step precision: fp32|bf16|auto (default fp32)")
+    p.add_argument("--no-onnx", action="store_true", help="skip ONNX Runtime")
+    p.add_argument("--no-train", action="store_true", help="skip the training-step comparison")
+    p.add_argument("--json", help="also write the results as JSON here")
+    p.set_defaults(func=cmd_bench)
+    return p

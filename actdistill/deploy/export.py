@@ -1,0 +1,220 @@
+"""`actdistill export`: a checkpoint's student alone → ONNX with a dynamic batch axis, checked against PyTorch.
+
+Uses torch's dynamo-based exporter (`torch.onnx.export(..., dynamo=True)`, needs onnxscript): the TorchScript
+exporter (`dynamo=False`) fails on the zoo's timm and video models (adaptive pooling, shape-dependent heads).
+The graph is traced with a batch of at least 2: a traced batch of 1 is specialised and would fix the batch axis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from actdistill.errors import ActdistillError
+
+__all__ = ["add_cli", "export_model", "export_onnx", "input_shape", "load_student", "require_onnx"]
+
+log = logging.getLogger("actdistill")
+ONNX_HINT = "pip install 'actdistill[onnx]'"
+TOLERANCE = 1e-3
+
+
+def require_onnx(what: str = "ONNX export") -> tuple[ModuleType, ModuleType]:
+    """`(onnx, onnxruntime)`, or an ActdistillError telling how to install them."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as exc:
+        raise ActdistillError(f"{what} needs onnx and onnxruntime ({exc.name} is missing); {ONNX_HINT}") from None
+    return onnx, onnxruntime
+
+
+class ClassLogits(nn.Module):
+    """Wraps a model so that its output is `(B, K)` logits (video heads' per-time-step logits are averaged)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        """`(B, C, H, W)` or `(B, C, T, H, W)` → `(B, K)`."""
+        out = self.model(x)
+        return out.mean(dim=-1) if out.dim() == 3 else out
+
+
+def load_student(path: str | Path) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """Rebuild a checkpoint's student (model spec + "student" weights only) in eval mode: `(model, config, ckpt)`."""
+    import actdistill.data.build  # noqa: F401  (registers datasets, for dataset_task)
+    from actdistill.config import config_from_dict
+    from actdistill.engine.checkpoint import load_checkpoint, state_mismatch
+    from actdistill.models import create_model
+
+    ckpt = load_checkpoint(path)
+    if "model" not in ckpt or "config" not in ckpt:
+        raise ActdistillError(f"checkpoint {path} has no 'model'/'config' entries; pass a run's checkpoints/best.pt")
+    cfg = config_from_dict(ckpt["config"], where=str(path))
+    spec = ckpt["model"]
+    model = create_model(spec["name"], spec["num_classes"], pretrained=False, **spec.get("kwargs", {}))
+    try:
+        model.load_state_dict(ckpt["student"])
+    except RuntimeError:
+        why = state_mismatch(model, ckpt["student"])
+        raise ActdistillError(f"checkpoint {path}: student weights do not fit '{spec['name']}' ({why})") from None
+    return model.eval(), cfg, ckpt
+
+
+def input_shape(model: nn.Module, cfg: Any) -> tuple[int, ...]:
+    """Per-sample input shape from the run config: `(C, S, S)` for images, `(C, T, S, S)` for video."""
+    from actdistill.data.build import dataset_task
+
+    channels = int(model.pretrained_cfg.input_size[0])
+    size = int(cfg.data.image_size)
+    video = dataset_task(cfg.data.name) == "video" or len(model.pretrained_cfg.input_size) == 4
+    return (channels, int(cfg.data.clip_len), size, size) if video else (channels, size, size)
+
+
+def export_model(model: nn.Module, shape: tuple[int, ...], out_path: str | Path, *, opset: int = 18) -> Path:
+    """Export `model` (eval) taking `(B, *shape)` with a dynamic batch axis to `out_path`; returns the path."""
+    require_onnx()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.randn(2, *shape)  # batch ≥ 2: a traced batch of 1 is specialised to a static axis
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    wrapped = ClassLogits(model).eval()
+    quiet = logging.getLogger("onnxscript").level
+    logging.getLogger("onnxscript").setLevel(logging.ERROR)  # version-converter fallbacks are logged as errors
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                wrapped,
+                (example,),
+                dynamo=True,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_shapes=({0: batch},),
+                opset_version=opset,
+                verbose=False,
+            )
+    except Exception as exc:  # noqa: BLE001 - exporter failures come in many types
+        raise ActdistillError(
+            f"ONNX export of {type(model).__name__} failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+            "try another --opset or report the model"
+        ) from None
+    finally:
+        logging.getLogger("onnxscript").setLevel(quiet)
+    program.save(str(out_path))
+    return out_path
+
+
+def _metadata(model: nn.Module, cfg: Any, ckpt: dict[str, Any], shape: tuple[int, ...]) -> dict[str, str]:
+    from actdistill import __version__
+    from actdistill.data.build import dataset_task
+
+    pcfg = model.pretrained_cfg
+    classes = ckpt.get("class_names") or [str(i) for i in range(ckpt["model"]["num_classes"])]
+    return {
+        "input_size": json.dumps(list(shape)),
+        "mean": json.dumps([float(v) for v in pcfg.mean]),
+        "std": json.dumps([float(v) for v in pcfg.std]),
+        "class_names": json.dumps(list(classes)),
+        "model_name": str(ckpt["model"]["name"]),
+        "task": "video" if len(shape) == 4 else dataset_task(cfg.data.name),
+        "frame_interval": str(int(cfg.data.frame_interval)),
+        "resize": str(int(cfg.data.resize)),
+        "actdistill_version": __version__,
+    }
+
+
+def write_metadata(path: str | Path, metadata: dict[str, str]) -> None:
+    """Store `metadata` as the ONNX model's `metadata_props` (string key/value pairs)."""
+    onnx, _ = require_onnx()
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The `metadata_props` of an ONNX file as a dict."""
+    onnx, _ = require_onnx("reading an ONNX model")
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def verify_onnx(model: nn.Module, path: str | Path, shape: tuple[int, ...], batch: int = 1, seed: int = 0) -> float:
+    """Max abs difference of ONNX Runtime vs PyTorch logits on a random `(batch, *shape)` input."""
+    _, ort = require_onnx()
+    x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        expected = ClassLogits(model).eval()(x)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    return float((torch.from_numpy(got) - expected).abs().max())
+
+
+def export_onnx(
+    checkpoint: str | Path, out_path: str | Path | None = None, *, opset: int = 18, batch: int = 1, verify: bool = True
+) -> dict[str, Any]:
+    """Export a checkpoint's student to ONNX (+ metadata), verify with ONNX Runtime; returns a summary dict."""
+    require_onnx()
+    model, cfg, ckpt = load_student(checkpoint)
+    out = Path(out_path) if out_path else Path(checkpoint).with_suffix(".onnx")
+    shape = input_shape(model, cfg)
+    export_model(model, shape, out, opset=opset)
+    metadata = _metadata(model, cfg, ckpt, shape)
+    write_metadata(out, metadata)
+    diff = verify_onnx(model, out, shape, batch=batch) if verify else None
+    if diff is not None and not diff <= TOLERANCE:
+        raise ActdistillError(
+            f"{out}: ONNX Runtime differs from PyTorch by {diff:.2e} (> {TOLERANCE:g}); try another --opset"
+        )
+    return {
+        "path": str(out),
+        "input_shape": ["batch", *shape],
+        "max_abs_diff": diff,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "metadata": metadata,
+    }
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Run `actdistill export`."""
+    if args.format != "onnx":
+        raise ActdistillError(f"unknown export format '{args.format}'; use --format onnx")
+    info = export_onnx(args.checkpoint, args.out, opset=args.opset, batch=args.batch, verify=not args.no_verify)
+    meta = info["metadata"]
+    print(f"exported {meta['model_name']} ({info['parameters']:,} parameters) → {info['path']}")
+    print(f"input {tuple(info['input_shape'])}, {len(json.loads(meta['class_names']))} classes")
+    if info["max_abs_diff"] is not None:
+        print(f"ONNX Runtime vs PyTorch: max abs diff {info['max_abs_diff']:.2e}")
+    return 0
+
+
+def add_cli(sub: Any) -> argparse.ArgumentParser:
+    """Register the `export` subcommand on an argparse subparsers object."""
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint's student to ONNX (dynamic batch, metadata, verified with ONNX Runtime)",
+        description="Rebuild the student of a run's checkpoint (never the teacher or adapters), export it to ONNX "
+        "with a dynamic batch axis and the run's input size, store class names / mean / std / input size as "
+        "metadata, and check ONNX Runtime against PyTorch on a random input. Needs: " + ONNX_HINT,
+    )
+    p.add_argument("checkpoint", help="a run's checkpoints/best.pt or last.pt")
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="export format (default: onnx)")
+    p.add_argument("--out", help="output file (default: the checkpoint path with .onnx)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18, the exporter's native one)")
+    p.add_argument("--batch", type=int, default=1, help="batch size of the verification input (default: 1)")
+    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
+    p.set_defaults(func=cmd_export)
+    return p

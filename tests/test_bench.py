@@ -1,0 +1,49 @@
+"""`actdistill bench` on tiny models: documented keys, positive numbers, table and JSON output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from actdistill.analysis import bench as bench_mod
+
+
+def test_bench_tiny_models_returns_documented_keys():
+    res = bench_mod.bench(
+        "convnext_demo", "pvt_v2_demo", size=32, batches=(1, 2), classes=3, steps=2, warmup=1, train_batch=2,
+        onnx=False,
+    )  # fmt: skip
+    assert set(res) == {"setup", "inference", "speedup", "train_step_ms", "train_ratios"}
+    for role in ("teacher", "student"):
+        for b in (1, 2):
+            row = res["inference"]["eager"][role][b]
+            assert row["latency_ms"] > 0 and row["throughput"] > 0 and row["peak_mem_mb"] >= 0
+    assert all(v > 0 for v in res["speedup"]["eager"].values())
+    assert set(res["train_step_ms"]) == {"plain", "online_kd", "naive_kd"}
+    assert all(v > 0 for v in [*res["train_step_ms"].values(), *res["train_ratios"].values()])
+    assert "online_kd/plain" in bench_mod.format_table(res)
+
+
+def test_bench_cli_onnx_and_json(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    parser = argparse.ArgumentParser()
+    bench_mod.add_cli(parser.add_subparsers())
+    out = tmp_path / "bench.json"
+    args = parser.parse_args(
+        ["bench", "--teacher", "pvt_v2_demo", "--student", "pvt_v2_demo", "--size", "32", "--batch", "1,2",
+         "--classes", "3", "--steps", "2", "--warmup", "1", "--no-train", "--json", str(out)]
+    )  # fmt: skip
+    assert args.func(args) == 0
+    res = json.loads(out.read_text())
+    assert res["inference"]["onnx"]["student"]["2"]["throughput"] > 0
+    assert "onnx" in capsys.readouterr().out
+
+
+def test_bench_rejects_bad_batches():
+    parser = argparse.ArgumentParser()
+    bench_mod.add_cli(parser.add_subparsers())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "--teacher", "a", "--student", "b", "--batch", "1,x"])

@@ -1,0 +1,132 @@
+"""ONNX export (parity, metadata, student only) and `predict` from a checkpoint and from the exported model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from actdistill.config import Config
+from actdistill.deploy import export as export_mod
+from actdistill.deploy import export_onnx, predict_files
+from actdistill.deploy import predict as predict_mod
+from actdistill.errors import ActdistillError
+from actdistill.models import create_model
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+CLASSES = ["jumping", "reading", "waving"]
+
+
+def _checkpoint(path, model_name, kwargs, **data):
+    """An engine-format checkpoint with random weights, plus teacher/adapter entries that must not be exported."""
+    torch.manual_seed(0)
+    model = create_model(model_name, len(CLASSES), **kwargs)
+    cfg = Config()
+    for key, value in data.items():
+        setattr(cfg.data, key, value)
+    torch.save(
+        {
+            "student": model.state_dict(),
+            "model": {"name": model_name, "num_classes": len(CLASSES), "kwargs": kwargs},
+            "config": cfg.to_dict(),
+            "class_names": CLASSES,
+            "method": {"adapter.weight": torch.randn(512, 512)},
+            "teacher": {"fc.weight": torch.randn(1000, 1000)},
+        },
+        path,
+    )
+    return model
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("export_image")
+    model = _checkpoint(tmp / "best.pt", "pvt_v2_demo", {}, image_size=32)
+    info = export_onnx(tmp / "best.pt", tmp / "model.onnx")
+    img = tmp / "person.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(img)
+    return tmp, model.eval(), info, img
+
+
+def test_export_parity_and_dynamic_batch(image_run):
+    tmp, model, info, _ = image_run
+    assert info["max_abs_diff"] < 1e-4
+    assert info["input_shape"] == ["batch", 3, 32, 32]
+    assert export_mod.verify_onnx(model, tmp / "model.onnx", (3, 32, 32), batch=3, seed=1) < 1e-4
+
+
+def test_metadata_round_trip(image_run):
+    tmp, model, _, _ = image_run
+    meta = export_mod.read_metadata(tmp / "model.onnx")
+    assert json.loads(meta["class_names"]) == CLASSES
+    assert json.loads(meta["input_size"]) == [3, 32, 32]
+    assert json.loads(meta["mean"]) == pytest.approx(list(model.pretrained_cfg.mean))
+    assert json.loads(meta["std"]) == pytest.approx(list(model.pretrained_cfg.std))
+    assert meta["model_name"] == "pvt_v2_demo" and meta["task"] == "image" and meta["actdistill_version"]
+
+
+def test_exported_weights_are_the_student_only(image_run):
+    tmp, model, _, _ = image_run
+    proto = onnx.load(str(tmp / "model.onnx"))
+    exported = sum(int(np.prod(t.dims)) for t in proto.graph.initializer)
+    own = sum(p.numel() for p in model.parameters())
+    # The adapter (262k) and teacher (1M) entries of the checkpoint would add 30-115%; constant folding moves ~1%.
+    assert abs(exported - own) < 0.02 * own
+
+
+def test_predict_image_from_checkpoint_and_onnx(image_run, capsys):
+    tmp, _, _, img = image_run
+    from_pt = predict_files(tmp / "best.pt", [img], top_k=3)[0]
+    from_onnx = predict_files(tmp / "model.onnx", [img], top_k=3)[0]
+    probs = [t["prob"] for t in from_pt["top"]]
+    assert probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(1.0, abs=1e-5)
+    assert from_pt["top"][0]["class"] == from_onnx["top"][0]["class"]
+    assert [t["prob"] for t in from_onnx["top"]] == pytest.approx(probs, abs=1e-4)
+
+    parser = argparse.ArgumentParser()
+    predict_mod.add_cli(parser.add_subparsers())
+    args = parser.parse_args(["predict", str(tmp / "model.onnx"), str(img), "--top-k", "3"])
+    assert args.func(args) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert [line.split()[1] for line in lines] == [t["class"] for t in from_pt["top"]]
+
+
+def test_predict_video_multi_clip(tmp_path):
+    from actdistill.data.synthetic_video import encode_video
+
+    _checkpoint(tmp_path / "v.pt", "i3d", {"channel_scale": 0.125}, name="ucf101", image_size=32, clip_len=8)
+    info = export_onnx(tmp_path / "v.pt", tmp_path / "v.onnx")
+    assert info["input_shape"] == ["batch", 3, 8, 32, 32] and info["max_abs_diff"] < 1e-4
+    video = tmp_path / "clip.avi"
+    frames = np.random.default_rng(0).integers(0, 255, (20, 36, 40, 3), dtype=np.uint8)
+    encode_video(frames, video)
+    from_pt = predict_files(tmp_path / "v.pt", [video], top_k=2, num_clips=3)[0]
+    from_onnx = predict_files(tmp_path / "v.onnx", [video], top_k=2, num_clips=3)[0]
+    assert from_pt["clips"] == 3 and len(from_pt["top"]) == 2
+    assert from_pt["top"][0]["class"] == from_onnx["top"][0]["class"]
+    assert from_onnx["top"][0]["prob"] == pytest.approx(from_pt["top"][0]["prob"], abs=1e-4)
+
+
+def test_clear_errors(image_run, tmp_path, monkeypatch):
+    tmp, _, _, img = image_run
+    with pytest.raises(ActdistillError, match="nowhere.jpg"):
+        predict_files(tmp / "best.pt", [img, tmp / "nowhere.jpg"])
+    with pytest.raises(ActdistillError, match="not found"):
+        predict_files(tmp / "missing.onnx", [img])
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(ActdistillError, match="broken.jpg"):
+        predict_files(tmp / "best.pt", [broken])
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(ActdistillError, match=r"actdistill\[onnx\]"):
+        export_onnx(tmp / "best.pt", tmp_path / "x.onnx")
+    with pytest.raises(ActdistillError, match=r"actdistill\[onnx\]"):
+        predict_files(tmp / "model.onnx", [img])

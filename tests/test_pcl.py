@@ -1,0 +1,282 @@
+"""PCL pretext transforms, memory banks, losses and convergence statistics (SPEC §4; paper 3)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from actdistill.models import create_model
+from actdistill.ssl import (
+    MemoryBank,
+    PCLNet,
+    apply_pretext,
+    convergence_summary,
+    epochs_to,
+    in_batch_infonce,
+    pcl_contrastive_loss,
+    pcl_kd_loss,
+    pcl_loss,
+    permute_quadrants,
+    remote_clip_start,
+    residual_frames,
+    tuple_starts,
+    tuple_total,
+)
+
+
+def _clip(c: int = 2, t: int = 8, h: int = 4, w: int = 6) -> torch.Tensor:
+    return torch.arange(c * t * h * w, dtype=torch.float32).view(c, t, h, w)
+
+
+# --- tuple sampling -------------------------------------------------------------------------------
+
+
+def test_tuple_starts_faithful_and_clean() -> None:
+    assert tuple_total(16, 8, 3) == 64
+    for seed in range(5):
+        f = tuple_starts(100, mode="faithful", rng=random.Random(seed))
+        c = tuple_starts(100, mode="clean", rng=random.Random(seed))
+        assert f[0] == c[0] and 0 <= f[0] <= 100 - 64
+        assert [s - f[0] for s in f] == [0, 11, 22]
+        assert [s - c[0] for s in c] == [0, 24, 48]
+    assert tuple_starts(64, rng=random.Random(0))[0] == 0
+    with pytest.raises(ValueError):
+        tuple_starts(63)
+    with pytest.raises(ValueError):
+        tuple_starts(100, mode="other")
+
+
+def test_remote_clip_far_from_tuple_window() -> None:
+    rng = random.Random(0)
+    n, clip_len, span = 200, 16, 64
+    for _ in range(200):
+        s = rng.randint(0, n - span)
+        r = remote_clip_start(n, s, span, clip_len, rng)
+        if r is None:
+            continue
+        assert 0 <= r <= n - clip_len
+        assert r + clip_len + 16 <= s or r >= s + span + 16
+    # no room on either side
+    assert remote_clip_start(100, 10, 64, 16, rng) is None
+    # exactly room after: window 0..64, gap 16 → start 80, clip ends at 96
+    assert remote_clip_start(96, 0, 64, 16, rng) == 80
+
+
+# --- pretext transforms ---------------------------------------------------------------------------
+
+
+def test_identity_and_remote() -> None:
+    x = _clip()
+    y, p = apply_pretext(x, 0, random.Random(0))
+    assert torch.equal(y, x) and p == {}
+    remote = -x
+    y, _ = apply_pretext(x, 4, random.Random(0), remote=remote)
+    assert torch.equal(y, remote)
+    with pytest.raises(ValueError):
+        apply_pretext(x, 4, random.Random(0))
+    with pytest.raises(ValueError):
+        apply_pretext(x, 5, random.Random(0))
+
+
+def test_rotation_is_rotation_and_invertible() -> None:
+    x = _clip(h=4, w=4)
+    seen = set()
+    for seed in range(20):
+        y, p = apply_pretext(x, 1, random.Random(seed))
+        k = p["k"]
+        seen.add(k)
+        assert k in (1, 2, 3)
+        assert not torch.equal(y, x)
+        assert torch.equal(torch.rot90(y, -k, dims=(-2, -1)), x)
+        if k == 1:  # counter-clockwise quarter turn: out[i, j] = in[j, W-1-i]
+            for i in range(4):
+                for j in range(4):
+                    assert torch.equal(y[..., i, j], x[..., j, 3 - i])
+    assert seen == {1, 2, 3}
+
+
+def test_quadrant_permutation() -> None:
+    x = _clip(h=4, w=6)
+    y, _ = apply_pretext(x, 2, random.Random(0))
+    a, b = x[..., :2, :3], x[..., :2, 3:]
+    c, d = x[..., 2:, :3], x[..., 2:, 3:]
+    assert torch.equal(y[..., :2, :3], d)
+    assert torch.equal(y[..., :2, 3:], c)
+    assert torch.equal(y[..., 2:, :3], b)
+    assert torch.equal(y[..., 2:, 3:], a)
+    assert torch.equal(permute_quadrants(y), x)
+    with pytest.raises(ValueError):
+        permute_quadrants(_clip(h=3, w=4))
+
+
+def test_temporal_shuffle_swaps_two_chunks() -> None:
+    x = _clip(t=8)
+    pairs = set()
+    for seed in range(30):
+        y, p = apply_pretext(x, 3, random.Random(seed))
+        i, j = p["i"], p["j"]
+        assert 0 <= i < j < 4
+        pairs.add((i, j))
+        xc, yc = x.split(2, dim=1), y.split(2, dim=1)
+        changed = [m for m in range(4) if not torch.equal(xc[m], yc[m])]
+        assert changed == [i, j]
+        assert torch.equal(yc[i], xc[j]) and torch.equal(yc[j], xc[i])
+    assert len(pairs) == 6
+
+
+def test_residual_frames_against_loop() -> None:
+    x = torch.randn(2, 3, 5, 4, 4)
+    r = residual_frames(x)
+    t = x.shape[2]
+    for k in range(t):
+        assert torch.allclose(r[:, :, k], x[:, :, (k - 1) % t] - x[:, :, k])
+
+
+# --- memory bank and contrastive losses -----------------------------------------------------------
+
+
+def test_memory_bank_contrast_positive_first() -> None:
+    torch.manual_seed(0)
+    bank = MemoryBank(10, dim=8)
+    bound = 1 / (8 / 3) ** 0.5
+    assert bank.memory.abs().max() <= bound
+    v = F.normalize(torch.randn(3, 8), dim=1)
+    index = torch.tensor([1, 4, 7])
+    out = bank.contrast(v, index, k=5, temperature=0.07, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (3, 6)
+    assert torch.allclose(out[:, 0], (bank.memory[index] * v).sum(1) / 0.07)
+    # every column is a bank row's similarity
+    sims = v @ bank.memory.t() / 0.07
+    for b in range(3):
+        for col in range(6):
+            assert torch.isclose(sims[b], out[b, col]).any()
+
+
+def test_memory_bank_update_momentum_and_norm() -> None:
+    torch.manual_seed(0)
+    bank = MemoryBank(6, dim=4, momentum=0.5)
+    before = bank.memory.clone()
+    v = F.normalize(torch.randn(2, 4), dim=1)
+    index = torch.tensor([0, 3])
+    bank.update(index, v)
+    expected = F.normalize(0.5 * before[index] + 0.5 * v, dim=1)
+    assert torch.allclose(bank.memory[index], expected)
+    assert torch.equal(bank.memory[[1, 2, 4, 5]], before[[1, 2, 4, 5]])
+    for _ in range(3):
+        bank.update(index, F.normalize(torch.randn(2, 4), dim=1))
+    assert torch.allclose(bank.memory[index].norm(dim=1), torch.ones(2))
+
+
+def test_pcl_contrastive_loss_direct() -> None:
+    torch.manual_seed(0)
+    b1, b2 = MemoryBank(8, dim=4), MemoryBank(8, dim=4)
+    m1, m2 = b1.memory.clone(), b2.memory.clone()
+    v1, v2 = F.normalize(torch.randn(2, 4), dim=1), F.normalize(torch.randn(2, 4), dim=1)
+    index = torch.tensor([2, 5])
+    loss = pcl_contrastive_loss(v1, v2, index, b1, b2, k=3, temperature=0.1, generator=torch.Generator().manual_seed(1))
+    idx = b1.sample_indices(index, 3, torch.Generator().manual_seed(1))
+    assert torch.equal(idx[:, 0], index)
+    expected = torch.tensor(0.0)
+    for v, m in ((v1, m2), (v2, m1)):
+        logits = (m[idx] @ v.unsqueeze(2)).squeeze(2) / 0.1
+        expected = expected - F.log_softmax(logits, dim=1)[:, 0].mean()
+    assert torch.allclose(loss, expected, atol=1e-6)
+    # banks were updated after the logits
+    assert torch.allclose(b1.memory[index], F.normalize(0.5 * m1[index] + 0.5 * v1, dim=1))
+    assert torch.allclose(b2.memory[index], F.normalize(0.5 * m2[index] + 0.5 * v2, dim=1))
+
+
+def test_in_batch_infonce_direct() -> None:
+    torch.manual_seed(0)
+    v1, v2 = F.normalize(torch.randn(4, 8), dim=1), F.normalize(torch.randn(4, 8), dim=1)
+    s = v1 @ v2.t() / 0.2
+    expected = -(F.log_softmax(s, 1).diag().mean() + F.log_softmax(s.t(), 1).diag().mean())
+    assert torch.allclose(in_batch_infonce(v1, v2, 0.2), expected, atol=1e-6)
+
+
+def test_pcl_loss_and_kd() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(4, 5)
+    y = torch.tensor([0, 1, 2, 4])
+    con = torch.tensor(2.0)
+    assert torch.allclose(pcl_loss(logits, y, con), F.cross_entropy(logits, y) + 1.0)
+    assert pcl_kd_loss(logits, logits.clone()).abs() < 1e-6
+    t = torch.randn(4, 5)
+    kl = F.kl_div(F.log_softmax(logits / 4, 1), F.softmax(t / 4, 1), reduction="batchmean")
+    assert torch.allclose(pcl_kd_loss(logits, t, temperature=4.0), 16 * kl, atol=1e-5)
+    assert torch.allclose(pcl_kd_loss(logits, t, temperature=4.0, weight=0.5), 8 * kl, atol=1e-5)
+
+
+# --- network ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["r3d_10", "c3d"])
+def test_pclnet_shapes_and_cross_arch_kd(name: str) -> None:
+    torch.manual_seed(0)
+    student = PCLNet(create_model(name, 5, channel_scale=1 / 16))
+    teacher = PCLNet(create_model("r2plus1d_10", 5, channel_scale=1 / 16), head="linear").eval()
+    assert student.feat_dim == 32
+    clips = [torch.randn(2, 3, 8, 16, 16) for _ in range(3)]
+    out = student(clips)
+    assert out.logits.shape == (2, 5) and out.features.shape == (2, 3, 32)
+    assert out.v1.shape == (2, 128) and out.v2.shape == (2, 128)
+    assert torch.allclose(out.v1.norm(dim=1), torch.ones(2), atol=1e-5)
+    with torch.no_grad():
+        t_out = teacher(torch.stack(clips, dim=1))
+    loss = pcl_kd_loss(out.logits, t_out.logits) + pcl_loss(
+        out.logits, torch.tensor([0, 3]), in_batch_infonce(out.v1, out.v2)
+    )
+    loss.backward()
+    assert student.pretext_fc.weight.grad is not None
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+# --- convergence -----------------------------------------------------------------------------------
+
+
+def test_epochs_to_and_summary() -> None:
+    curve = [0.2, 0.5, 0.85, 0.9, 0.8]
+    assert epochs_to(curve, 0.85) == 3
+    assert epochs_to(curve, 0.95) is None
+    assert epochs_to([], 0.5) is None
+    assert epochs_to(curve, 0.1) == 1
+    s = convergence_summary({"teacher": curve, "student": [0.6, 0.9, 0.92]}, teacher_final=0.8)
+    assert s["teacher"] == {"epochs_to_threshold": 3, "epochs_to_teacher": 3, "best": 0.9, "final": 0.8, "epochs": 5}
+    assert s["student"]["epochs_to_teacher"] == 2 and s["student"]["epochs_to_threshold"] == 2
+
+
+# --- tiny end-to-end run on the synthetic video set ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory):
+    from actdistill.data.synthetic_video import write_synthetic_ucf101
+
+    root = tmp_path_factory.mktemp("pcl") / "UCF"
+    return write_synthetic_ucf101(root, num_classes=4, videos_per_class=4, groups=4, frames=48, size=32)
+
+
+def test_tuple_dataset_and_train_pcl_with_teacher(synth_root) -> None:
+    from actdistill.ssl.train import PCLTupleDataset, _records, train_pcl
+
+    val = PCLTupleDataset(synth_root, _records(synth_root, "test", 1), clip_len=4, interval=2, train=False)
+    clips, label, index = val[0]
+    assert clips.shape == (3, 3, 4, 32, 32) and 0 <= label < 5 and index == 0
+    again, label2, _ = val[0]
+    assert torch.equal(clips, again) and label == label2  # validation tuples are seeded by index
+    from actdistill.data.decode import read_frames
+
+    for i in range(len(val)):  # clips 0, 2: raw frames at s, s + 2·(3 + 2)
+        clips, label, _ = val[i]
+        starts = tuple_starts(val.records[i].num_frames, 4, 2, 3, "faithful", random.Random(val._rng_seed(i)))
+        for c, s in ((0, starts[0]), (2, starts[2])):
+            raw = read_frames(synth_root / val.records[i].path, range(s, s + 4)).permute(1, 0, 2, 3).float() / 255
+            assert torch.allclose(clips[c], (raw - val.mean) / val.std, atol=1e-5)
+    kw = dict(clip_len=4, interval=2, batch_size=4, k=8, backbone_kwargs={"channel_scale": 1 / 16})
+    teacher = train_pcl("r3d_10", synth_root, 1, **kw).model
+    run = train_pcl("r2plus1d_10", synth_root, 2, teacher=teacher, contrast="in_batch", **kw)
+    assert len(run.val_acc) == 2 and all(0.0 <= a <= 1.0 for a in run.val_acc)
+    assert all(torch.isfinite(torch.tensor(run.train_loss)))
