@@ -186,10 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="processes used to draw images (default: 1)")
     s.set_defaults(func=cmd_data_synth)
 
-    from actdistill.analysis import analyze, html_report
+    from actdistill.analysis import analyze, bench, html_report
+    from actdistill.deploy import export, predict
 
-    analyze.add_cli(sub)
-    html_report.add_cli(sub)
+    for module in (analyze, html_report, export, predict, bench):
+        module.add_cli(sub)
     return parser
 
 

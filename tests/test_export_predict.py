@@ -29,6 +29,12 @@ def _checkpoint(path, model_name, kwargs, **data):
     """An engine-format checkpoint with random weights, plus teacher/adapter entries that must not be exported."""
     torch.manual_seed(0)
     model = create_model(model_name, len(CLASSES), **kwargs)
+    if model_name == "i3d":  # calibrate BatchNorm statistics: at init the deep features (and logits) are constant
+        shape = (4, 3, data["clip_len"], data["image_size"], data["image_size"])
+        for bn in (m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)):
+            bn.momentum = None
+        with torch.no_grad():
+            model.train()(torch.randn(shape))
     cfg = Config()
     for key, value in data.items():
         setattr(cfg.data, key, value)
@@ -104,7 +110,7 @@ def test_predict_video_multi_clip(tmp_path):
 
     _checkpoint(tmp_path / "v.pt", "i3d", {"channel_scale": 0.125}, name="ucf101", image_size=32, clip_len=8)
     info = export_onnx(tmp_path / "v.pt", tmp_path / "v.onnx")
-    assert info["input_shape"] == ["batch", 3, 8, 32, 32] and info["max_abs_diff"] < 1e-4
+    assert info["input_shape"] == ["batch", 3, 8, 32, 32] and info["max_abs_diff"] < 1e-3  # logits ~5: fp32 noise
     video = tmp_path / "clip.avi"
     frames = np.random.default_rng(0).integers(0, 255, (20, 36, 40, 3), dtype=np.uint8)
     encode_video(frames, video)
@@ -113,6 +119,7 @@ def test_predict_video_multi_clip(tmp_path):
     assert from_pt["clips"] == 3 and len(from_pt["top"]) == 2
     assert from_pt["top"][0]["class"] == from_onnx["top"][0]["class"]
     assert from_onnx["top"][0]["prob"] == pytest.approx(from_pt["top"][0]["prob"], abs=1e-4)
+    assert from_pt["top"][0]["prob"] > from_pt["top"][1]["prob"] + 1e-3  # the logits depend on the input
 
 
 def test_clear_errors(image_run, tmp_path, monkeypatch):

@@ -89,7 +89,7 @@ def _eager(model: nn.Module, x: Tensor, steps: int, warmup: int, device: torch.d
 def _onnx_session(model: nn.Module, shape: tuple[int, ...], folder: Path, name: str):
     from actdistill.deploy.export import export_model, require_onnx
 
-    _, ort = require_onnx("ONNX Runtime benchmarks")
+    _, ort = require_onnx("ONNX Runtime benchmarks", exporter=True)
     path = export_model(model.cpu(), shape, folder / f"{name}.onnx")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()

@@ -27,13 +27,18 @@ ONNX_HINT = "pip install 'actdistill[onnx]'"
 TOLERANCE = 1e-3
 
 
-def require_onnx(what: str = "ONNX export") -> tuple[ModuleType, ModuleType]:
-    """`(onnx, onnxruntime)`, or an ActdistillError telling how to install them."""
+def require_onnx(what: str = "ONNX export", exporter: bool = False) -> tuple[ModuleType, ModuleType]:
+    """`(onnx, onnxruntime)` (and onnxscript importable when `exporter`), or an error telling how to install them."""
     try:
         import onnx
         import onnxruntime
+
+        if exporter:
+            import onnxscript  # noqa: F401  (torch's dynamo exporter needs it)
     except ImportError as exc:
-        raise ActdistillError(f"{what} needs onnx and onnxruntime ({exc.name} is missing); {ONNX_HINT}") from None
+        raise ActdistillError(
+            f"{what} needs onnx, onnxruntime, onnxscript ({exc.name} is missing); {ONNX_HINT}"
+        ) from None
     return onnx, onnxruntime
 
 
@@ -83,7 +88,7 @@ def input_shape(model: nn.Module, cfg: Any) -> tuple[int, ...]:
 
 def export_model(model: nn.Module, shape: tuple[int, ...], out_path: str | Path, *, opset: int = 18) -> Path:
     """Export `model` (eval) taking `(B, *shape)` with a dynamic batch axis to `out_path`; returns the path."""
-    require_onnx()
+    require_onnx(exporter=True)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.randn(2, *shape)  # batch ≥ 2: a traced batch of 1 is specialised to a static axis
@@ -167,7 +172,7 @@ def export_onnx(
     checkpoint: str | Path, out_path: str | Path | None = None, *, opset: int = 18, batch: int = 1, verify: bool = True
 ) -> dict[str, Any]:
     """Export a checkpoint's student to ONNX (+ metadata), verify with ONNX Runtime; returns a summary dict."""
-    require_onnx()
+    require_onnx(exporter=True)
     model, cfg, ckpt = load_student(checkpoint)
     out = Path(out_path) if out_path else Path(checkpoint).with_suffix(".onnx")
     shape = input_shape(model, cfg)

@@ -105,6 +105,8 @@ def _video_input(pred: Predictor, file: Path, num_clips: int) -> Tensor:
     from actdistill.data.sampling import multi_view_indices
     from actdistill.data.video_transforms import build_video_transform
 
+    if pred.input_size[0] != 3:
+        raise ActdistillError(f"{file}: the model takes {pred.input_size[0]}-channel (flow) input; predict is RGB only")
     frames = count_folder_frames(file) if file.is_dir() else probe_video(file)[0]
     if frames <= 0:
         raise ActdistillError(f"{file}: no frames (expected a video file or a folder of img_00001.jpg ...)")
