@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 from collections.abc import Iterator
@@ -12,6 +13,8 @@ import numpy as np
 import torch
 
 from actdistill.errors import ActdistillError
+
+log = logging.getLogger("actdistill")
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -41,12 +44,15 @@ def _cpu_has_bf16() -> bool:
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype for `precision` on `device`, or None for fp32.
 
-    `auto` picks bf16 on CUDA GPUs that support it and on CPUs with native bf16 instructions
-    (AVX512-BF16/AMX), where it is about twice as fast as fp32 (BENCHMARKS.md); fp32 elsewhere.
+    `auto` picks bf16 on CUDA GPUs that support it and fp32 elsewhere. On CPU, bf16 autocast measured 1.18×
+    faster for a paper-1 training step (ConvNeXt-S → PVT-v2 at 224²) but 1.9× slower for the demo's ~1 M-parameter
+    models (BENCHMARKS.md), so it is opt-in there: `train.precision=bf16`.
     """
     if precision == "fp32":
         return None
     if precision == "bf16":
+        if device.type == "cpu" and not _cpu_has_bf16():
+            log.warning("this CPU has no native bf16 instructions; bf16 autocast will be slow (emulated)")
         return torch.bfloat16
     if precision == "fp16":
         if device.type == "cpu":
@@ -55,8 +61,6 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if precision == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-        if device.type == "cpu":
-            return torch.bfloat16 if _cpu_has_bf16() else None
         return None
     raise ActdistillError(f"train.precision must be auto, bf16, fp16 or fp32, got '{precision}'")
 
