@@ -72,9 +72,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_list_sizes(names: list[str], input_size: list[int] | None, num_classes: int) -> None:
+    """Parameters and GMACs per model at its standard input (or `--input`), counted on meta tensors (no compute)."""
+    from actdistill.analysis.flops import count
+    from actdistill.models import create_model
+    from actdistill.registry import MODELS
+
+    print(f"{'model':<24}{'input':>16}{'params (M)':>13}{'GMACs':>10}   ({num_classes} classes)")
+    for name in names:
+        meta = MODELS.meta(name)
+        shape = tuple(input_size or meta.get("input_size") or (3, 224, 224))
+        kwargs = {"image_model": "pvt_v2_demo"} if name == "frames" else {}
+        try:
+            model = create_model(name, num_classes, **kwargs).to("meta")
+            flops = count(model, (1, *shape))
+            print(f"{name:<24}{'×'.join(map(str, shape)):>16}{flops.params / 1e6:>13.3f}{flops.gmacs:>10.3f}")
+        except Exception as exc:  # noqa: BLE001 - one model that cannot be counted must not hide the others
+            print(f"{name:<24}{'×'.join(map(str, shape)):>16}   could not count ({type(exc).__name__}: {exc})"[:150])
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from actdistill.registry import DATASETS, METHODS, MODELS
 
+    if args.what == "models" and args.sizes:
+        cmd_list_sizes(args.models or MODELS.names(), args.input, args.num_classes)
+        return 0
     registry = {"models": MODELS, "methods": METHODS, "datasets": DATASETS}[args.what]
     for name in registry.names():
         meta = registry.meta(name)
@@ -156,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list registered models, methods or datasets")
     p.add_argument("what", choices=["models", "methods", "datasets"])
+    p.add_argument("--sizes", action="store_true", help="models: parameters and GMACs at each model's standard input")
+    p.add_argument("--input", type=int, nargs="+", help="with --sizes: input shape without batch, e.g. 3 16 112 112")
+    p.add_argument("--num-classes", type=int, default=101, help="with --sizes: classifier size (default: 101)")
+    p.add_argument("--models", nargs="+", help="with --sizes: only these models")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("data", help="dataset tools")
