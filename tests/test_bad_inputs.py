@@ -10,30 +10,19 @@ import shutil
 
 import pytest
 import torch
+from conftest import TINY_RUN
 
 from actdistill.cli import main
-from actdistill.data.synthetic_image import write_synthetic_stanford40
 from actdistill.models import create_model
 
 GARBAGE = b"this is not a checkpoint\n" * 100  # fixed bytes: random ones fail with varying exception types
 
-COMMON = [
-    "data.image_size=32",
-    "data.batch_size=4",
-    "data.num_workers=0",
-    "train.epochs=1",
-    "train.progress=false",
-    "train.tensorboard=false",
-    "train.precision=fp32",
-    "train.device=cpu",
-    "student.name=pvt_v2_demo",
-]
+COMMON = [*TINY_RUN, "data.batch_size=4"]
 
 
 @pytest.fixture(scope="module")
-def pristine(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth") / "stanford40"
-    return write_synthetic_stanford40(root, num_classes=3, train_per_class=8, test_per_class=4, image_size=32, seed=0)
+def pristine(tiny_stanford40):
+    return tiny_stanford40
 
 
 @pytest.fixture

@@ -20,9 +20,8 @@ TEACHER, STUDENT = "convnext_demo", "pvt_v2_demo"
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth") / "stanford40"
-    return write_synthetic_stanford40(root, num_classes=3, train_per_class=8, test_per_class=4, image_size=32, seed=0)
+def data_root(tiny_stanford40):
+    return tiny_stanford40
 
 
 def _cfg(data_root, out, *overrides):

@@ -7,32 +7,21 @@ import logging
 
 import pytest
 import torch
+from conftest import TINY_RUN
 
 import actdistill.engine.fit as fit_module
 from actdistill.cli import main
-from actdistill.data.synthetic_image import write_synthetic_stanford40
 from actdistill.distill.logit import Vanilla
 from actdistill.engine.checkpoint import load_checkpoint
 from actdistill.models import create_model
 from actdistill.models.renormalize import Renormalize
 
-COMMON = [
-    "data.image_size=32",
-    "data.batch_size=8",
-    "data.num_workers=0",
-    "train.epochs=1",
-    "train.progress=false",
-    "train.tensorboard=false",
-    "train.precision=fp32",
-    "train.device=cpu",
-    "student.name=pvt_v2_demo",
-]
+COMMON = [*TINY_RUN, "data.batch_size=8"]
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth") / "stanford40"
-    return write_synthetic_stanford40(root, num_classes=3, train_per_class=8, test_per_class=4, image_size=32, seed=0)
+def data_root(tiny_stanford40):
+    return tiny_stanford40
 
 
 def _error(capsys, argv: list[str]) -> str:
