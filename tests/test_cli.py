@@ -40,53 +40,26 @@ def _errors(capsys, argv):
     return code, err
 
 
-def test_unknown_model_is_one_line_with_suggestion(capsys, tmp_path):
+@pytest.fixture
+def synth_root(tmp_path):
+    """A tiny dataset written through the CLI (`data synth`), as a user would."""
     root = tmp_path / "d"
-    assert (
-        main(
-            [
-                "data",
-                "synth",
-                "--out",
-                str(root),
-                "--classes",
-                "2",
-                "--train-per-class",
-                "2",
-                "--test-per-class",
-                "1",
-                "--size",
-                "32",
-            ]
-        )
-        == 0
-    )
+    argv = ["data", "synth", "--out", str(root), "--classes", "2", "--train-per-class", "2", "--test-per-class", "1"]
+    assert main([*argv, "--size", "32"]) == 0
+    return root
+
+
+def test_unknown_model_is_one_line_with_suggestion(capsys, tmp_path, synth_root):
     code, err = _errors(
-        capsys, ["train", f"data.root={root}", "student.name=convnxt_demo", f"train.out_dir={tmp_path / 'run'}"]
+        capsys, ["train", f"data.root={synth_root}", "student.name=convnxt_demo", f"train.out_dir={tmp_path / 'run'}"]
     )
     assert code == 2
     assert len([line for line in err if line.startswith("actdistill: error:")]) == 1
     assert "unknown model 'convnxt_demo'" in err[-1] and "Did you mean: convnext_demo" in err[-1]
 
 
-def test_missing_split_file_names_the_file(capsys, tmp_path):
-    root = tmp_path / "d"
-    main(
-        [
-            "data",
-            "synth",
-            "--out",
-            str(root),
-            "--classes",
-            "2",
-            "--train-per-class",
-            "2",
-            "--test-per-class",
-            "1",
-            "--size",
-            "32",
-        ]
-    )
+def test_missing_split_file_names_the_file(capsys, tmp_path, synth_root):
+    root = synth_root
     (root / "ImageSplits" / "train.txt").unlink()
     code, err = _errors(
         capsys, ["train", f"data.root={root}", "student.name=convnext_demo", f"train.out_dir={tmp_path / 'run'}"]
