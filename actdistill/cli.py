@@ -35,14 +35,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from actdistill.config import load_config
+    from actdistill.config import load_config, split_recipe_args
     from actdistill.engine.fit import fit
     from actdistill.engine.loop import TrainingInterrupted
 
-    config, overrides = args.config, list(args.overrides)
-    if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
-        config, overrides = None, [config, *overrides]  # no recipe: overrides only
-    cfg = load_config(config, overrides)
+    cfg = load_config(*split_recipe_args(args.config, args.overrides))
     try:
         results = fit(cfg, resume=args.resume, overwrite=args.overwrite)
     except TrainingInterrupted as stop:
@@ -214,8 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from actdistill.analysis import analyze, bench, html_report
     from actdistill.deploy import export, predict
+    from actdistill.engine import cache_build
 
-    for module in (analyze, html_report, export, predict, bench):
+    for module in (analyze, html_report, export, predict, bench, cache_build):
         module.add_cli(sub)
     return parser
 

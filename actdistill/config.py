@@ -52,6 +52,7 @@ class ModelConfig:
     name: str = ""
     pretrained: Any = False
     checkpoint: str = ""  # teacher: a trained actdistill run (checkpoints/best.pt) or a state-dict file
+    cache: str = ""  # teacher: replay stored outputs (`actdistill cache build`) instead of running it
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -202,6 +203,13 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def split_recipe_args(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
+    """CLI `[CONFIG] [overrides...]`: a first argument that is an override, not a YAML file, starts the overrides."""
+    if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
+        return None, [config, *overrides]
+    return config, list(overrides)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -21,7 +21,9 @@ def test_bench_tiny_models_returns_documented_keys():
             row = res["inference"]["eager"][role][b]
             assert row["latency_ms"] > 0 and row["throughput"] > 0 and row["peak_mem_mb"] >= 0
     assert all(v > 0 for v in res["speedup"]["eager"].values())
-    assert set(res["train_step_ms"]) == {"plain", "online_kd", "naive_kd"}
+    assert set(res["train_step_ms"]) == {"plain", "online_kd", "cached_kd", "naive_kd"}
+    ms = res["train_step_ms"]
+    assert res["train_ratios"]["cached_kd/plain"] == pytest.approx(ms["cached_kd"] / ms["plain"])
     assert all(v > 0 for v in [*res["train_step_ms"].values(), *res["train_ratios"].values()])
     assert "online_kd/plain" in bench_mod.format_table(res)
 

@@ -100,6 +100,50 @@ def load_teacher(cfg: ModelConfig, num_classes: int) -> nn.Module:
     return create_model(cfg.name, num_classes, pretrained=cfg.pretrained, **cfg.kwargs)
 
 
+def teacher_for_student(cfg: ModelConfig, student: nn.Module, num_classes: int) -> nn.Module:
+    """The frozen teacher, re-normalising the student's input when the two expect different mean/std."""
+    teacher = load_teacher(cfg, num_classes)
+    t_cfg, s_cfg = teacher.pretrained_cfg, student.pretrained_cfg
+    if tuple(t_cfg.mean) != tuple(s_cfg.mean) or tuple(t_cfg.std) != tuple(s_cfg.std):
+        log.info("teacher expects mean/std %s/%s; re-normalising its input", t_cfg.mean, t_cfg.std)
+        teacher = Renormalize(teacher, s_cfg.mean, s_cfg.std, t_cfg.mean, t_cfg.std)
+    return teacher
+
+
+def logit_only_method(method_cfg: dict[str, Any]) -> bool:
+    """True when the method (every sub-method of a combo) needs only the teacher's logits, so a cache can serve it."""
+    name = str(method_cfg.get("name", "vanilla"))
+    if name == "combo":
+        return all(logit_only_method(sub) for sub in method_cfg.get("methods", []))
+    return METHODS.meta(name).get("knowledge") in ("logits", "none")
+
+
+def open_teacher_cache(cfg: Config, student: nn.Module, train_view: Any, num_classes: int) -> Any:
+    """Wrap the training view so that samples carry cached teacher logits; refuse stale caches and feature methods."""
+    from actdistill.distill.cache import CachedTeacherView, TeacherCache, cache_key
+
+    if not logit_only_method(cfg.method):
+        raise ActdistillError(
+            f"teacher.cache holds teacher logits, but method '{cfg.method.get('name')}' taps teacher features; "
+            "use a logit method (kd, dkd, ctkd, dist) with the cache, or drop teacher.cache to run the teacher online"
+        )
+    cache = TeacherCache(cfg.teacher.cache)
+    pcfg = student.pretrained_cfg
+    key = cache_key(dataclasses.asdict(cfg.data), dataclasses.asdict(cfg.teacher), cfg.train.seed, pcfg.mean, pcfg.std)
+    cache.check(key, len(train_view), num_classes)
+    if cfg.train.epochs > cache.epochs:
+        log.info("teacher.cache holds %d epochs of views; they repeat over the %d training epochs", cache.epochs,
+                 cfg.train.epochs)  # fmt: skip
+    return CachedTeacherView(train_view, cache)
+
+
+def _cached_teacher_must_not_run(module: nn.Module, args: Any) -> None:
+    raise ActdistillError(
+        "the teacher was run although teacher.cache is set: this method does not read the cached logits; "
+        "drop teacher.cache for it"
+    )
+
+
 def check_method(method_cfg: dict[str, Any]) -> tuple[type[Distiller], dict[str, Any]]:
     """The registered method class and its hyper-parameters, checked against its keyword-only arguments."""
     params = dict(method_cfg)
@@ -173,6 +217,8 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
 
 
 def _check_train_config(cfg: Config) -> None:
+    if cfg.student.cache:
+        raise ActdistillError("student.cache is not a setting; the teacher-output cache is teacher.cache=PATH")
     if cfg.train.accumulate_steps < 1:
         raise ActdistillError(f"train.accumulate_steps must be at least 1, got {cfg.train.accumulate_steps}")
     if cfg.train.save_every_steps < 0:
@@ -208,14 +254,17 @@ def _fit(cfg: Config, ctx: DistContext, device: torch.device, *, resume: bool, o
     method_name = str(cfg.method.get("name", "vanilla"))
     teacher = None
     if method_cls.uses_teacher:
-        teacher = load_teacher(cfg.teacher, num_classes)
-        t_cfg, s_cfg = teacher.pretrained_cfg, student.pretrained_cfg
-        if tuple(t_cfg.mean) != tuple(s_cfg.mean) or tuple(t_cfg.std) != tuple(s_cfg.std):
-            log.info("teacher expects mean/std %s/%s; re-normalising its input", t_cfg.mean, t_cfg.std)
-            teacher = Renormalize(teacher, s_cfg.mean, s_cfg.std, t_cfg.mean, t_cfg.std)
+        teacher = teacher_for_student(cfg.teacher, student, num_classes)
+        if cfg.teacher.cache:
+            data.train = open_teacher_cache(cfg, student, data.train, num_classes)
+            teacher.register_forward_pre_hook(_cached_teacher_must_not_run)
     distiller = build_method(cfg.method, student, teacher, num_data=len(data.train)).to(device)  # type: ignore[arg-type]
     if cfg.train.channels_last:
         distiller.to(memory_format=torch.channels_last)
+    if cfg.train.compile:  # compiles each model's __call__ in place; state_dict keys stay unchanged
+        for model in (student, teacher):
+            if model is not None:
+                model.compile()
 
     # A stage may carry its own optimiser settings (paper 2's CVAE stage: Adam 1e-4, betas (0.8, 0.999)).
     optimizers = {

@@ -1,0 +1,309 @@
+"""Teacher-output cache: run the teacher once over E epochs of augmented views, then distil without it.
+
+FKD-style (Shen & Xing, ECCV-22 "A Fast Knowledge Distillation Framework"): each stored entry belongs to one
+augmented *view*, not to a sample. actdistill's augmentation is a pure function of (seed, epoch, index)
+(`SeededView`), so the view of sample `i` in cache epoch `e` is fully determined by that key; a fingerprint of the
+view's pixels is stored beside the teacher's outputs and checked when the view is replayed, so a changed dataset or
+transform is caught even where the recorded settings look the same. Training epoch `t` replays cache epoch
+`(t - 1) mod E + 1`.
+
+On-disk layout of a cache folder (memory-mapped `.npy` files, written to `<path>.partial` and renamed when done):
+  meta.json      format version, teacher checkpoint sha256, data/transform fingerprint, seed, sizes
+  logits.npy     (E, N, k) float16: the teacher's top-k class logits per view (k = all classes by default)
+  classes.npy    (E, N, k) int16/int32: their class indices
+  lse.npy        (E, N) float32: log-sum-exp of all K logits (restores the dropped classes' total mass)
+  views.npy      (E, N, 4) float32: view fingerprints (`view_fingerprint`)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from actdistill.errors import ActdistillError
+
+log = logging.getLogger("actdistill")
+
+FORMAT_VERSION = 1
+_FILES = ("meta.json", "logits.npy", "classes.npy", "lse.npy", "views.npy")
+# Data settings that change what a training view looks like (everything else, e.g. batch size, does not).
+_VIEW_KEYS = (
+    "name", "image_size", "crop_person", "scale_min", "limit_train", "split", "clip_len", "frame_interval",
+    "modality", "resize", "train_list",
+)  # fmt: skip
+
+
+def view_fingerprint(x: Tensor) -> Tensor:
+    """`(4,)` float32 summary of one view `(C, H, W)` or `(C, T, H, W)`: its sum and its moments along W, H and T.
+
+    The ramps make it sensitive to flips and crop offsets, which leave a plain sum unchanged.
+    """
+    x = x.detach().float()
+    w = torch.linspace(-1, 1, x.shape[-1])
+    h = torch.linspace(-1, 1, x.shape[-2]).unsqueeze(-1)
+    t = torch.linspace(-1, 1, x.shape[1]).view(-1, 1, 1) if x.dim() == 4 else torch.zeros(())
+    return torch.stack([x.sum(), (x * w).sum(), (x * h).sum(), (x * t).sum() if x.dim() == 4 else x.new_zeros(())])
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file (the teacher checkpoint a cache was built from)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_key(data: Mapping[str, Any], teacher: Mapping[str, Any], seed: int, mean: Any, std: Any) -> dict[str, Any]:
+    """What must match between a cache and a training run: teacher identity, view settings, seed, normalisation."""
+    if teacher.get("checkpoint"):
+        teacher_id = {"sha256": file_sha256(teacher["checkpoint"])}
+    else:
+        teacher_id = {"name": teacher.get("name", ""), "pretrained": str(teacher.get("pretrained", False))}
+    view = {k: data.get(k) for k in _VIEW_KEYS}
+    view["root"] = str(Path(str(data.get("root", ""))).resolve())
+    return {
+        "teacher": teacher_id,
+        "data": view,
+        "seed": int(seed),
+        "mean": [round(float(m), 6) for m in mean],
+        "std": [round(float(s), 6) for s in std],
+    }
+
+
+def restore_logits(values: Tensor, classes: Tensor, lse: Tensor, num_classes: int) -> Tensor:
+    """`(..., K)` float32 logits from stored top-k `values`/`classes` `(..., k)` and the full log-sum-exp `(...)`.
+
+    With k = K this is exact (up to fp16 storage). With k < K the dropped classes share the probability mass the
+    top-k leave, `r = 1 − Σ_topk exp(z_i − lse)`, equally (FKD's uniform fill): each gets `lse + log(r / (K − k))`,
+    so the T = 1 distribution is preserved on the top-k and in total.
+    """
+    values, lse = values.float(), lse.float()
+    k = values.shape[-1]
+    if k == num_classes:
+        return torch.empty_like(values).scatter_(-1, classes.long(), values)
+    kept = torch.exp(values - lse.unsqueeze(-1)).sum(-1)
+    rest = (1.0 - kept).clamp_min(1e-12) / (num_classes - k)
+    fill = (lse + torch.log(rest)).unsqueeze(-1).expand(*values.shape[:-1], num_classes)
+    return fill.clone().scatter_(-1, classes.long(), values)
+
+
+class TeacherCache:
+    """A built cache, opened read-only through memory maps (safe to share with DataLoader workers)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        missing = [f for f in _FILES if not (self.path / f).exists()]
+        if missing:
+            partial = self.path.with_name(self.path.name + ".partial")
+            hint = f" ({partial} exists: its build was interrupted)" if partial.exists() else ""
+            raise ActdistillError(
+                f"teacher.cache {self.path} is not a complete teacher cache (missing {', '.join(missing)}){hint}; "
+                "build it with `actdistill cache build CONFIG --out PATH`"
+            )
+        self.meta = json.loads((self.path / "meta.json").read_text())
+        if self.meta.get("format_version") != FORMAT_VERSION:
+            raise ActdistillError(
+                f"teacher.cache {self.path} has format version {self.meta.get('format_version')}, this actdistill "
+                f"reads version {FORMAT_VERSION}; rebuild it with `actdistill cache build`"
+            )
+        self.epochs, self.num_samples = int(self.meta["epochs"]), int(self.meta["num_samples"])
+        self.num_classes, self.topk = int(self.meta["num_classes"]), int(self.meta["topk"])
+        self._arrays: dict[str, np.ndarray] | None = None
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The memory-mapped arrays, opened lazily (each DataLoader worker maps its own)."""
+        if self._arrays is None:
+            self._arrays = {
+                n: np.load(self.path / f"{n}.npy", mmap_mode="r") for n in ("logits", "classes", "lse", "views")
+            }
+        return self._arrays
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_arrays": None}  # workers re-open the maps instead of pickling them
+
+    def slot(self, epoch: int) -> int:
+        """0-based cache epoch replayed in training epoch `epoch` (1-based): views repeat every E epochs."""
+        return (epoch - 1) % self.epochs
+
+    def logits(self, epoch: int, index: int) -> Tensor:
+        """`(K,)` float32 teacher logits of view (epoch, index)."""
+        a, s = self.arrays(), self.slot(epoch)
+        return restore_logits(
+            torch.from_numpy(np.array(a["logits"][s, index])),
+            torch.from_numpy(np.array(a["classes"][s, index])),
+            torch.tensor(float(a["lse"][s, index])),
+            self.num_classes,
+        )
+
+    def fingerprint(self, epoch: int, index: int) -> Tensor:
+        return torch.from_numpy(np.array(self.arrays()["views"][self.slot(epoch), index]))
+
+    def check(self, key: dict[str, Any], num_samples: int, num_classes: int) -> None:
+        """Refuse a stale cache: another teacher, other view settings, seed or normalisation, another dataset size."""
+        stale = [name for name in key if self.meta["key"].get(name) != key[name]]
+        if self.num_samples != num_samples:
+            stale.append(f"dataset size ({self.num_samples} cached vs {num_samples} now)")
+        if self.num_classes != num_classes:
+            stale.append(f"classes ({self.num_classes} cached vs {num_classes} now)")
+        if stale:
+            details = "; ".join(_describe(name, self.meta["key"].get(name), key.get(name)) for name in stale)
+            raise ActdistillError(
+                f"teacher.cache {self.path} is stale: {details}. Rebuild it for this run with "
+                f"`actdistill cache build CONFIG --out {self.path}` or drop teacher.cache to run the teacher online"
+            )
+
+
+def _describe(name: str, cached: Any, now: Any) -> str:
+    if cached is None and now is None:
+        return name
+    if isinstance(cached, dict) and isinstance(now, dict):
+        diff = [k for k in sorted(set(cached) | set(now)) if cached.get(k) != now.get(k)]
+        return f"{name} differs in {', '.join(f'{k} ({cached.get(k)!r} cached, {now.get(k)!r} now)' for k in diff)}"
+    return f"{name} ({cached!r} cached, {now!r} now)"
+
+
+class CachedTeacherView(Dataset):
+    """A `SeededView` whose samples carry the cached `teacher_logits` `(K,)` of exactly that view.
+
+    Training epoch `t` shows the views of cache epoch `(t − 1) mod E + 1`; every replayed view is checked against
+    the stored fingerprint (a mismatch means the data or transform changed since the cache was built).
+    """
+
+    def __init__(self, view: Any, cache: TeacherCache, tolerance: float = 1e-3) -> None:
+        self.view, self.cache, self.tolerance = view, cache, tolerance
+        self.epoch = 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.view.set_epoch(self.cache.slot(epoch) + 1)
+
+    def __len__(self) -> int:
+        return len(self.view)
+
+    def __getitem__(self, index: int) -> Any:
+        sample = self.view[index]
+        if sample is None:
+            return None
+        stored = self.cache.fingerprint(self.epoch, index)
+        now = view_fingerprint(sample["input"])
+        scale = float(stored.abs().max()) + 1.0
+        if float((now - stored).abs().max()) > self.tolerance * scale:
+            raise ActdistillError(
+                f"teacher.cache {self.cache.path}: the view of training sample {index} in epoch {self.epoch} differs "
+                f"from the one the teacher saw (fingerprint {now.tolist()} vs {stored.tolist()}); the data or its "
+                "transform changed after the cache was built. Rebuild it with `actdistill cache build`"
+            )
+        sample["teacher_logits"] = self.cache.logits(self.epoch, index)
+        return sample
+
+
+def estimate_bytes(epochs: int, num_samples: int, topk: int, num_classes: int) -> int:
+    """Bytes a cache will take: fp16 logits + class indices per view, log-sum-exp and fingerprint per view."""
+    index_bytes = 2 if num_classes <= 2**15 else 4
+    return epochs * num_samples * (topk * (2 + index_bytes) + 4 + 16)
+
+
+def write_cache(
+    path: str | Path,
+    teacher: torch.nn.Module,
+    view: Any,
+    loader_for: Any,
+    *,
+    epochs: int,
+    topk: int,
+    num_classes: int,
+    key: dict[str, Any],
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    extra_meta: dict[str, Any] | None = None,
+) -> Path:
+    """Run `teacher` over `epochs` epochs of `view` (a `SeededView`) and write the cache folder atomically.
+
+    `loader_for(view)` makes an in-order loader over the view yielding batches with `input` and `index`.
+    """
+    from actdistill.distill.logit import class_logits
+    from actdistill.engine.runtime import autocast
+
+    path = Path(path)
+    k = num_classes if topk <= 0 else min(topk, num_classes)
+    n = len(view)
+    partial = path.with_name(path.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    index_dtype = np.int16 if num_classes <= 2**15 else np.int32
+    arrays = {
+        "logits": np.lib.format.open_memmap(partial / "logits.npy", "w+", np.float16, (epochs, n, k)),
+        "classes": np.lib.format.open_memmap(partial / "classes.npy", "w+", index_dtype, (epochs, n, k)),
+        "lse": np.lib.format.open_memmap(partial / "lse.npy", "w+", np.float32, (epochs, n)),
+        "views": np.lib.format.open_memmap(partial / "views.npy", "w+", np.float32, (epochs, n, 4)),
+    }
+    written = np.zeros((epochs, n), dtype=bool)
+    teacher.eval()
+    tick = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        view.set_epoch(epoch)
+        for batch in loader_for(view):
+            if "input" not in batch:
+                continue
+            index = batch["index"].numpy()
+            with torch.inference_mode(), autocast(device, amp_dtype):
+                logits = class_logits(teacher(batch["input"].to(device, non_blocking=True))).float().cpu()
+            values, classes = logits.topk(k, dim=-1)
+            arrays["logits"][epoch - 1, index] = values.half().numpy()
+            arrays["classes"][epoch - 1, index] = classes.numpy().astype(index_dtype)
+            arrays["lse"][epoch - 1, index] = torch.logsumexp(logits, dim=-1).numpy()
+            arrays["views"][epoch - 1, index] = torch.stack([view_fingerprint(x) for x in batch["input"]]).numpy()
+            written[epoch - 1, index] = True
+        log.info(
+            "cache epoch %d/%d: %d views (%.0f s)",
+            epoch,
+            epochs,
+            int(written[epoch - 1].sum()),
+            time.perf_counter() - tick,
+        )
+    if not written.all():
+        missing = int((~written).sum())
+        raise ActdistillError(
+            f"cache build: {missing} of {written.size} views could not be read (broken samples, see the warnings); "
+            "fix or remove those files, then build again"
+        )
+    for array in arrays.values():
+        array.flush()
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "epochs": epochs,
+        "num_samples": n,
+        "num_classes": num_classes,
+        "topk": k,
+        "dtype": "float16",
+        "key": key,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "build_time_s": round(time.perf_counter() - tick, 1),
+        **(extra_meta or {}),
+    }
+    (partial / "meta.json").write_text(json.dumps(meta, indent=1))
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(partial, path)
+    return path
+
+
+def human_bytes(n: float) -> str:
+    """`1536` → `'1.5 KiB'`."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    power = min(int(math.log(max(n, 1), 1024)), len(units) - 1)
+    return f"{n / 1024**power:.1f} {units[power]}"
