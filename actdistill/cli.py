@@ -58,9 +58,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from actdistill.engine.evaluate import evaluate_checkpoint
+    from actdistill.engine.evaluate import evaluate_checkpoint, evaluate_fused
 
-    report = evaluate_checkpoint(args.checkpoint, args.overrides)
+    if args.fuse_flow:
+        report = evaluate_fused(
+            args.checkpoint, args.fuse_flow, args.overrides, mode=args.fusion, rgb_weight=args.rgb_weight
+        )
+    else:
+        report = evaluate_checkpoint(args.checkpoint, args.overrides)
     summary = {k: report[k] for k in ("top1", "top5", "mean_class_accuracy", "mAP", "num_samples")}
     print(json.dumps(summary, indent=1))
     if args.out:
@@ -129,6 +134,30 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_index(args: argparse.Namespace) -> int:
+    """Probe every listed video once (frame counts, fps) and cache the manifest that training then reads."""
+    from actdistill.config import load_config, split_recipe_args
+    from actdistill.data.build import DATASETS, dataset_task
+
+    cfg = load_config(*split_recipe_args(args.config, args.overrides))
+    if dataset_task(cfg.data.name) != "video":
+        raise ActdistillError(f"data index builds video manifests; data.name={cfg.data.name} is an image dataset")
+    for split in ("train", "test"):
+        dataset, classes = DATASETS.get(cfg.data.name)(cfg.data, split, None)
+        print(f"{cfg.data.name} {split}: {len(dataset)} videos indexed, {len(dataset.skipped)} skipped, "
+              f"{len(classes)} classes")  # fmt: skip
+    return 0
+
+
+def cmd_data_flow(args: argparse.Namespace) -> int:
+    from actdistill.data.flow import extract_flow_tree
+
+    counts = extract_flow_tree(args.videos, args.out, method=args.method, bound=args.bound, workers=args.workers)
+    print(f"optical flow into {args.out}: {counts['done']} done, {counts['skipped']} already there, "
+          f"{counts['failed']} failed; train with data.modality=flow data.flow_root={args.out}")  # fmt: skip
+    return 1 if counts["failed"] and not counts["done"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="actdistill",
@@ -171,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="path to checkpoints/best.pt or last.pt")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides (e.g. data.root=/data/Stanford40)")
     p.add_argument("--out", help="write the full JSON report (per-class AP, confusion matrix) here")
+    p.add_argument(
+        "--fuse-flow", metavar="FLOW_CHECKPOINT", help="video: fuse with this flow run's scores (two-stream)"
+    )
+    p.add_argument(
+        "--fusion", default="softmax", choices=["softmax", "logits", "p2"],
+        help="two-stream fusion: mean of softmax (default), mean of logits, or paper 2's per-step rule",
+    )  # fmt: skip
+    p.add_argument("--rgb-weight", type=float, default=0.5, help="two-stream: weight of the RGB stream (default 0.5)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("list", help="list registered models, methods or datasets")
@@ -208,6 +245,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seed; the same seed writes the same bytes (default: 0)")
     s.add_argument("--workers", type=int, default=1, help="processes used to draw images (default: 1)")
     s.set_defaults(func=cmd_data_synth)
+    s = data_sub.add_parser(
+        "index",
+        help="probe a video dataset once (frame counts, fps) and cache its manifest, in parallel",
+        description="Build the cached manifest of the recipe's video dataset (train and test splits) so that training "
+        "never probes videos at start-up; data.num_workers processes probe in parallel.",
+    )
+    s.add_argument("config", nargs="?", help="recipe YAML (optional when overrides say everything)")
+    s.add_argument("overrides", nargs="*", help="section.key=value, e.g. data.name=ucf101 data.root=/data/UCF101")
+    s.set_defaults(func=cmd_data_index)
+    s = data_sub.add_parser(
+        "flow",
+        help="extract TV-L1 optical flow into the two-stream frame layout (resumable)",
+        description="Writes flow_x_%%05d.jpg / flow_y_%%05d.jpg per video (OpenCV contrib: pip install "
+        "'actdistill[flow]'); videos already done are skipped.",
+    )
+    s.add_argument("videos", help="video root (class folders of videos or img_%%05d.jpg frame folders)")
+    s.add_argument("out", help="flow root (mirrors the video tree)")
+    s.add_argument("--method", default="tvl1", choices=["tvl1", "farneback"], help="flow algorithm (default: tvl1)")
+    s.add_argument("--bound", type=float, default=20.0, help="clip |flow| at this many pixels before quantising")
+    s.add_argument("--workers", type=int, default=1, help="processes (default: 1)")
+    s.set_defaults(func=cmd_data_flow)
 
     from actdistill.analysis import analyze, bench, html_report
     from actdistill.deploy import export, predict

@@ -65,6 +65,7 @@ class VideoClipDataset(Dataset):
                 f"got {clip_len}, {frame_interval}, {num_clips}"
             )
         self.records, self.root = list(records), Path(root)
+        self.skipped: list[tuple[str, str]] = list(getattr(records, "skipped", []))  # (path, why) left out
         self.clip_len, self.frame_interval, self.mode, self.num_clips = clip_len, frame_interval, mode, num_clips
         self.modality, self.flow_root = modality, Path(flow_root) if flow_root else self.root
         self.transform, self.flow_transform = transform, flow_transform

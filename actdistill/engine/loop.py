@@ -237,7 +237,7 @@ def _accumulate(state: EpochState, prefix: str, out: StepOutput, labels: Tensor)
 
 @torch.no_grad()
 def evaluate(
-    predict: Callable[[Tensor], Tensor],
+    predict: Callable[..., Tensor],
     loader: Iterable[Batch],
     *,
     device: torch.device,
@@ -245,9 +245,11 @@ def evaluate(
     class_names: list[str],
     progress: bool = False,
     replicas: Replicas | None = None,
+    inputs: tuple[str, ...] = ("input",),
 ) -> dict[str, Any]:
     """Classification report (top-1/5, mean class accuracy, per-class AP, mAP, confusion) over `loader`.
 
+    `predict` receives the batch entries named in `inputs` (two-stream fusion: `("input", "input_flow")`).
     With several processes each evaluates its shard and the meters are gathered: the report is the whole set's.
     """
     meter = ClassificationMeter()
@@ -260,7 +262,7 @@ def evaluate(
         skipped += int(batch.pop("skipped", 0))
         batch = to_device(batch, device)
         with autocast(device, amp_dtype):
-            logits = predict(batch["input"])
+            logits = predict(*(batch[key] for key in inputs))
         if logits.dim() == 3:  # video heads give per-time-step logits (B, K, T')
             logits = logits.mean(-1)
         meter.update(logits.float(), batch["label"])
