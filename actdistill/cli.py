@@ -110,6 +110,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
+    if args.kind == "detection":
+        from actdistill.detect.synthetic import write_synthetic_detection
+
+        root = write_synthetic_detection(args.out, seed=args.seed, progress=True)
+        print(f"wrote a synthetic THUMOS14-layout detection dataset to {root} (docs/detection.md)")
+        return 0
     if args.kind == "video":
         from actdistill.data.synthetic_video import write_synthetic_ucf101
 
@@ -228,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         "class pairs told apart only by motion direction or speed (docs/video_data.md).",
     )
     s.add_argument(
-        "--kind", default="image", choices=["image", "video"],
+        "--kind", default="image", choices=["image", "video", "detection"],
         help="image: Stanford 40 layout; video: UCF101 layout (class folders of .avi + ucfTrainTestlist/)",
     )  # fmt: skip
     s.add_argument("--out", required=True, help="output folder")
@@ -269,9 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from actdistill.analysis import analyze, bench, html_report
     from actdistill.deploy import export, predict
-    from actdistill.engine import cache_build
+    from actdistill.detect import cli as detect_cli
+    from actdistill.engine import cache_build, compare
 
-    for module in (analyze, html_report, export, predict, bench, cache_build):
+    for module in (analyze, html_report, export, predict, bench, cache_build, compare, detect_cli):
         module.add_cli(sub)
     return parser
 

@@ -49,3 +49,20 @@ def test_bench_rejects_bad_batches():
     bench_mod.add_cli(parser.add_subparsers())
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "--teacher", "a", "--student", "b", "--batch", "1,x"])
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/clear_refs"), reason="Linux peak-RSS reset")
+def test_cpu_peak_memory_sees_a_forward_allocation_after_a_larger_one():
+    import torch
+
+    class Allocates(torch.nn.Module):
+        def __init__(self, mb: int) -> None:
+            super().__init__()
+            self.n = mb * 2**20 // 4
+
+        def forward(self, x):
+            return torch.ones(self.n).add_(x.sum())  # 4-byte floats: `mb` MB, written so the pages are resident
+
+    big = bench_mod.cpu_forward_peak_mb(Allocates(200), torch.zeros(1))
+    small = bench_mod.cpu_forward_peak_mb(Allocates(60), torch.zeros(1))
+    assert 190 <= big <= 260 and 55 <= small <= 100  # the 200 MB peak does not hide the later 60 MB one

@@ -2,8 +2,7 @@
 
 Inference: PyTorch eager (eval, `torch.inference_mode`) at each batch size, and ONNX Runtime (CPU provider) when
 installed. Peak memory: on CUDA `torch.cuda.max_memory_allocated` above the model's resident weights; on CPU the
-growth of the process's peak RSS (`resource.getrusage().ru_maxrss`), a high-water mark: a run that stays below
-an earlier peak reports 0, so models are measured student first (usually the smaller one).
+growth of the peak RSS during one forward, with the kernel's peak mark reset first on Linux (`cpu_forward_peak_mb`).
 Training: median optimizer-step time of a plain (cross-entropy) step, actdistill's online KD step (frozen teacher
 in eval mode under no_grad, same autocast precision as the plain step), and a naive reference KD step (fp32,
 teacher in train mode with autograd on, as in typical KD codebases); the ratios between them are measured in one
@@ -71,18 +70,44 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def _proc_status_mb(field: str) -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    raise OSError(f"{field} not in /proc/self/status")
+
+
+def cpu_forward_peak_mb(model: nn.Module, x: Tensor) -> float:
+    """Peak memory (MB) one CPU inference forward adds above what the process holds before it.
+
+    Linux: the peak-RSS mark (VmHWM) is reset first (`/proc/self/clear_refs` ← 5), so earlier, larger models do not
+    hide this one. Elsewhere: growth of `ru_maxrss`, a never-decreasing mark (0 when an earlier peak was higher).
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")
+        base = _proc_status_mb("VmRSS")
+        with torch.inference_mode():
+            model(x)
+        return max(0.0, _proc_status_mb("VmHWM") - base)
+    except OSError:
+        base = _rss_mb()
+        with torch.inference_mode():
+            model(x)
+        return max(0.0, _rss_mb() - base)
+
+
 def _eager(model: nn.Module, x: Tensor, steps: int, warmup: int, device: torch.device) -> dict[str, float]:
     """Latency (median ms), throughput (samples/s) and peak memory (MB) of eval-mode forward passes."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-    rss = _rss_mb()
+    peak = 0.0 if device.type == "cuda" else cpu_forward_peak_mb(model, x)  # first: before warm caches hide it
     with torch.inference_mode():
         sec = _median_s(lambda: model(x), steps, warmup, device)
     if device.type == "cuda":
         peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    else:
-        peak = max(0.0, _rss_mb() - rss)
     return {"latency_ms": 1000 * sec, "throughput": x.shape[0] / sec, "peak_mem_mb": peak}
 
 
@@ -226,7 +251,7 @@ def bench(
             "threads": torch.get_num_threads(), "batches": list(batches), "steps": steps, "warmup": warmup,
             "input_shape": {role: list(m[1]) for role, m in models.items()}, "precision": precision,
             "parameters": {role: sum(p.numel() for p in m[0].parameters()) for role, m in models.items()},
-            "memory": "cuda max_memory_allocated" if dev.type == "cuda" else "CPU peak-RSS growth (ru_maxrss)",
+            "memory": "cuda max_memory_allocated" if dev.type == "cuda" else "CPU peak-RSS growth, one forward",
         },
         "inference": {"eager": {"student": {}, "teacher": {}}},
     }  # fmt: skip
