@@ -117,3 +117,12 @@ def test_methods_check_their_inputs():
     with pytest.raises(ActdistillError, match="unknown detection method"):
         build_method("nope", student, None)
     assert isinstance(build_method("vanilla", student, None), DetectionTask)
+
+
+def test_unknown_detection_hyper_parameter_is_refused():
+    from actdistill.detect.distill import build_method
+
+    student, teacher = build_detector("small", 8, 3), build_detector("small", 8, 3)
+    with pytest.raises(ActdistillError, match="no hyper-parameter 'temprature'.*temperature"):
+        build_method("logit_kd", student, teacher, temprature=2.0)
+    assert build_method("logit_kd", student, teacher, temperature=2.0, bg_weight=1.0).temperature == 2.0

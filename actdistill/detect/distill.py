@@ -49,7 +49,7 @@ class DetectionTask(Distiller):
     uses_teacher = False
 
     def __init__(
-        self, student: TemporalDetector, teacher: TemporalDetector | None = None, bg_weight: float = 35.0, **_: Any
+        self, student: TemporalDetector, teacher: TemporalDetector | None = None, bg_weight: float = 35.0
     ) -> None:
         super().__init__(student, teacher)
         self.bg_weight = bg_weight
@@ -200,6 +200,16 @@ METHODS: dict[str, type[DetectionTask]] = {
 }
 
 
+def _keywords(cls: type) -> list[str]:
+    """Named hyper-parameters of one class's `__init__` (not student/teacher, not **kwargs)."""
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters.values()
+    return [
+        p.name for p in params if p.name not in ("self", "student", "teacher") and p.kind is p.POSITIONAL_OR_KEYWORD
+    ]
+
+
 def build_method(
     name: str, student: TemporalDetector, teacher: TemporalDetector | None, **hparams: Any
 ) -> DetectionTask:
@@ -207,6 +217,13 @@ def build_method(
     if name not in METHODS:
         raise ActdistillError(f"unknown detection method {name!r}; choose one of {', '.join(METHODS)}")
     cls = METHODS[name]
+    allowed = {p for klass in cls.__mro__ if klass in METHODS.values() for p in _keywords(klass)}
+    unknown = sorted(set(hparams) - allowed)
+    if unknown:
+        raise ActdistillError(
+            f"detection method {name!r} has no hyper-parameter {', '.join(map(repr, unknown))}; "
+            f"its hyper-parameters: {', '.join(sorted(allowed))}"
+        )
     if not cls.uses_teacher:
         return cls(student, None, **hparams)
     if teacher is None:
