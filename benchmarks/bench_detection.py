@@ -3,8 +3,10 @@
 synth (40 val / 20 test untrimmed videos, 32², 10 fps) → a small I3D (channel_scale 0.25) trained for a few hundred
 steps on 16-frame windows of the *val* videos (labels: the action at the window centre, or background) → features
 (window 16, stride 4) → large teacher detector (with attention head) → small students: plain, logit KD, feature KD,
-attention KD (SPEC §3.12) → mAP at tIoU 0.1..0.5 on the test videos, ActivityNet protocol (soft-NMS) and the
-THUMOS14 kit (hard NMS). Students are run with several seeds; the table gives mean ± std.
+attention KD (SPEC §3.12), paper 2's two-stage generative KD (same teacher; its CVAE is trained in stage 1 from the
+teacher's features, since the teacher is a plain attention detector) → mAP at tIoU 0.1..0.5 on the test videos,
+ActivityNet protocol (soft-NMS) and the THUMOS14 kit (hard NMS). Students are run with several seeds; the table
+gives mean ± std.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_detection.py --out runs/bench_detection
 """
@@ -34,6 +36,7 @@ STUDENTS = {
     "student + logit KD": "synth_student_kd.yaml",
     "student + feature KD": "synth_student_feat.yaml",
     "student + attention KD": "synth_student_att.yaml",
+    "student + generative KD": "synth_student_gen.yaml",
 }
 
 

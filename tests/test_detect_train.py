@@ -89,3 +89,28 @@ def test_recipe_errors_name_the_problem(data):
     )
     with pytest.raises(ActdistillError, match="needs a teacher"):
         train_detection(cfg)
+
+
+def test_generative_teacher_then_generative_kd_student_run_both_stages(data, caplog):
+    root, synth = data
+    teacher_cfg = load_recipe(
+        "configs/detection/synth_teacher_gen.yaml", _overrides(root, synth, "gen_teacher", **{"train.epochs": 1})
+    )
+    train_detection(teacher_cfg)
+    t_path = root / "gen_teacher" / "checkpoints" / "last.pt"
+    assert "cvae" in torch.load(t_path, weights_only=False)["method_state"]["extras"]
+    cfg = load_recipe(
+        "configs/detection/synth_student_gen.yaml",
+        _overrides(root, synth, "gen_student", **{"train.epochs": 1, "teacher.checkpoint": t_path}),
+    )
+    with caplog.at_level("WARNING"):
+        result = train_detection(cfg)
+    assert 0.0 <= result["average_map"] <= 1.0 and "no CVAE" not in caplog.text  # the teacher CVAE was loaded
+    line = json.loads((root / "gen_student" / "metrics.jsonl").read_text().splitlines()[-1])
+    stage1, stage2 = ("cvae_mse", "cvae_kld", "kd_gen"), ("cls", "reg", "bg", "recon", "att")
+    assert {k for k in line if k.startswith("generative/")} == {f"generative/{k}" for k in ("loss", *stage1)}
+    assert {k for k in line if k.startswith("attention/")} == {f"attention/{k}" for k in ("loss", *stage2)}
+    for stage, parts in (("generative", stage1), ("attention", stage2)):
+        assert line[f"{stage}/loss"] == pytest.approx(sum(line[f"{stage}/{k}"] for k in parts), rel=1e-4)
+    extras = torch.load(root / "gen_student" / "checkpoints" / "last.pt", weights_only=False)["method_state"]
+    assert {"cvae", "teacher_cvae"} <= set(extras["extras"])

@@ -127,7 +127,8 @@ class TemporalDetector(nn.Module):
     """`forward(x (B, C, T), mask (B, T) bool)` → dict of per-level `cls` `(B, K, T_l)`, `reg` `(B, 2, T_l)`, ...
 
     Keys: `cls`, `reg`, `feats` (`(B, D, T_l)` pyramid features), `masks` (`(B, T_l)`), `strides`, `attention`
-    (`(B, D, T)` or None) and `background` (the same heads on F_bg, or None).
+    (`(B, D, T)` or None), `background` (the same heads on F_bg, or None), `stem` (the map the pyramid starts from:
+    F, or F_fg with attention) and `feature` (the un-weighted stem output F, what paper 2's CVAE models).
     """
 
     def __init__(self, config: DetectorConfig) -> None:
@@ -190,14 +191,14 @@ class TemporalDetector(nn.Module):
         h = self.embed(x, mask)
         for block in self.stem:
             h = block(h, mask)
-        attention, bg = None, None
+        attention, bg, feature = None, None, h
         if self.attention is not None:
             attention = self.attention(h)
             if background:
                 bg = self._pyramid(_weighted(h, 1 - attention, mask), mask)
             h = _weighted(h, attention, mask)
         out: dict[str, Any] = self._pyramid(h, mask)
-        out.update(strides=self.strides, attention=attention, background=bg, stem=h)
+        out.update(strides=self.strides, attention=attention, background=bg, stem=h, feature=feature)
         return out
 
     def points(self, length: int, device: torch.device | None = None) -> list[Tensor]:

@@ -2,7 +2,9 @@
 
 A recipe is a flat YAML with the sections of `DEFAULTS`. Training takes random crops of `data.crop_len` feature
 steps from long videos; evaluation runs whole videos, decodes with (soft-)NMS and scores with `detection_map`
-(mAP at each tIoU and their average). Each run folder gets `config.yaml`, `metrics.jsonl` (one line per epoch),
+(mAP at each tIoU and their average). Methods with several `stages()` (paper 2's generative KD) run each stage as a
+full pass over the training set per epoch, with its own optimiser, as the main engine does. Each run folder gets
+`config.yaml`, `metrics.jsonl` (one line per epoch),
 `checkpoints/last.pt`, `checkpoints/best.pt` (best average mAP; written atomically) and `predictions.json`.
 """
 
@@ -26,7 +28,9 @@ from actdistill.detect.annotations import load_annotations
 from actdistill.detect.detector import DetectorConfig, TemporalDetector, build_detector, decode_segments
 from actdistill.detect.distill import build_method
 from actdistill.detect.features import INDEX
+from actdistill.distill.base import Stage
 from actdistill.engine.checkpoint import atomic_save, load_checkpoint
+from actdistill.engine.loop import only_stage_trainable
 from actdistill.errors import ActdistillError
 from actdistill.eval.detection import AMBIGUOUS, THUMOS14_TIOU_THRESHOLDS, detection_map
 
@@ -286,6 +290,25 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+def _stage_optimizer(stage: Stage, opt_cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    """AdamW with the recipe's lr / weight decay, or the stage's own `optim` override (name, lr, betas, wd)."""
+    params = list(stage.parameters())
+    if not params:
+        raise ActdistillError(f"stage '{stage.name}' has no trainable parameters")
+    override = getattr(stage, "optim", None)
+    if not override:
+        return torch.optim.AdamW(params, lr=opt_cfg["lr"], weight_decay=opt_cfg["weight_decay"])
+    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    if override.get("name", "adamw") not in kinds:
+        raise ActdistillError(f"stage '{stage.name}': optimiser {override['name']!r} is not adam or adamw")
+    return kinds[override.get("name", "adamw")](
+        params,
+        lr=override.get("lr", opt_cfg["lr"]),
+        betas=tuple(override.get("betas", (0.9, 0.999))),
+        weight_decay=override.get("weight_decay", opt_cfg["weight_decay"]),
+    )
+
+
 def _jsonable(result: dict[str, Any]) -> dict[str, Any]:
     return {
         "map": {f"{t:g}": v for t, v in result["map"].items()},
@@ -311,7 +334,7 @@ def train_detection(cfg: dict[str, Any], overwrite: bool = False) -> dict[str, A
     in_channels = int(train_set.index["feature_dim"])
     student = build_detector(preset, in_channels, len(classes), **model_cfg)
     student.set_input_stats(*train_set.feature_stats())
-    teacher = None
+    teacher, t_ckpt = None, {}
     if cfg["teacher"]["checkpoint"]:
         teacher, t_ckpt = load_detector(cfg["teacher"]["checkpoint"])
         if t_ckpt.get("classes") != classes:
@@ -321,34 +344,47 @@ def train_detection(cfg: dict[str, Any], overwrite: bool = False) -> dict[str, A
             )
     hparams = {k: v for k, v in cfg["method"].items() if k != "name"}
     method = build_method(cfg["method"]["name"], student, teacher, **hparams)
+    if teacher is not None and hasattr(method, "load_teacher_extras"):
+        # generative_kd: the teacher CVAE of a generative_teacher run (else trained in stage 1, with a warning).
+        method.load_teacher_extras(t_ckpt.get("method_state", {}).get("extras", {}), cfg["teacher"]["checkpoint"])
     device = torch.device(tr["device"])
     method.to(device)
     opt_cfg = cfg["optim"]
-    params = list(method.trainable_parameters())
-    optimizer = torch.optim.AdamW(params, lr=opt_cfg["lr"], weight_decay=opt_cfg["weight_decay"])
     loader = DataLoader(train_set, batch_size=cfg["data"]["batch_size"], shuffle=True, collate_fn=collate)
     total = tr["epochs"] * len(loader)
     warmup = opt_cfg["warmup_epochs"] * len(loader)
-    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, warmup, total))
+    # One optimiser (and warm-up + cosine schedule) per stage, as the main engine does (engine/fit.py): a stage may
+    # carry its own settings (paper 2's CVAE stage: Adam 1e-4, betas (0.8, 0.999), no weight decay).
+    stages = method.stages()
+    multi = len(stages) > 1
+    optimizers = {s.name: _stage_optimizer(s, opt_cfg) for s in stages}
+    scheds = {
+        n: torch.optim.lr_scheduler.LambdaLR(o, lambda s: _lr_factor(s, warmup, total)) for n, o in optimizers.items()
+    }
     best, final = -1.0, {}
     for epoch in range(1, tr["epochs"] + 1):
         start = time.time()
         method.train()
         method.on_epoch(epoch)
         sums: dict[str, float] = {}
-        for batch in loader:
-            batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
-            step = method(batch)
-            optimizer.zero_grad(set_to_none=True)
-            step.loss.backward()
-            if opt_cfg["grad_clip"]:
-                torch.nn.utils.clip_grad_norm_(params, opt_cfg["grad_clip"])
-            optimizer.step()
-            sched.step()
-            for k, v in {"loss": step.loss, **step.parts}.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
+        for stage in stages:
+            prefix = f"{stage.name}/" if multi else ""
+            optimizer, sched = optimizers[stage.name], scheds[stage.name]
+            params = list(stage.parameters())
+            with only_stage_trainable(method, stage, multi):
+                for batch in loader:
+                    batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+                    step = stage.forward(batch)
+                    optimizer.zero_grad(set_to_none=True)
+                    step.loss.backward()
+                    if opt_cfg["grad_clip"]:
+                        torch.nn.utils.clip_grad_norm_(params, opt_cfg["grad_clip"])
+                    optimizer.step()
+                    sched.step()
+                    for k, v in {"loss": step.loss, **step.parts}.items():
+                        sums[prefix + k] = sums.get(prefix + k, 0.0) + float(v.detach())
         line: dict[str, Any] = {"epoch": epoch, **{k: v / len(loader) for k, v in sums.items()}}
-        line["lr"] = optimizer.param_groups[0]["lr"]
+        line["lr"] = optimizers[stages[-1].name].param_groups[0]["lr"]
         if epoch % tr["eval_every"] == 0 or epoch == tr["epochs"]:
             result, preds = evaluate_detector(method.student, test_set, cfg["eval"])
             line.update(_jsonable(result))
@@ -362,9 +398,8 @@ def train_detection(cfg: dict[str, Any], overwrite: bool = False) -> dict[str, A
             f.write(json.dumps(line) + "\n")
         _save(out / "checkpoints" / "last.pt", method, cfg, classes, train_set.index, epoch, line)
         if tr["progress"] or "average_map" in line:
-            log.info(
-                "epoch %d loss %.4f%s", epoch, line["loss"], f" mAP {line['average_map']:.4f}" if "map" in line else ""
-            )
+            loss = line["loss"] if "loss" in line else line[f"{stages[-1].name}/loss"]
+            log.info("epoch %d loss %.4f%s", epoch, loss, f" mAP {line['average_map']:.4f}" if "map" in line else "")
     return final
 
 
