@@ -273,12 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="processes (default: 1)")
     s.set_defaults(func=cmd_data_flow)
 
-    from actdistill.analysis import analyze, bench, html_report
+    from actdistill.analysis import analyze, bench, html_report, motion_pairs
     from actdistill.deploy import export, predict
     from actdistill.detect import cli as detect_cli
     from actdistill.engine import cache_build, compare
 
-    for module in (analyze, html_report, export, predict, bench, cache_build, compare, detect_cli):
+    for module in (analyze, html_report, export, predict, bench, cache_build, compare, detect_cli, motion_pairs):
         module.add_cli(sub)
     return parser
 
