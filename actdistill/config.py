@@ -30,6 +30,7 @@ class DataConfig:
     num_workers: int = 2
     crop_person: bool = False  # Stanford 40: crop to the XML person box (off in paper 1)
     scale_min: float = 0.08  # RandomResizedCrop lower scale (torchvision default; paper 1 gives none)
+    hflip: bool = True  # random horizontal flips in training; off for classes that differ only in direction
     limit_train: int = 0  # >0: use only the first N training samples (smoke runs)
     limit_test: int = 0
     # Video datasets (ucf101, hmdb51, video_folder, video_list); docs/video_data.md.

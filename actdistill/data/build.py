@@ -176,11 +176,11 @@ def build_transforms(cfg: DataConfig, mean, std) -> tuple[Callable, Callable]:
         from actdistill.data.video_transforms import build_video_transform
 
         flow = cfg.modality == "flow"
-        kwargs = {"size": cfg.image_size, "flow": flow, "resize": cfg.resize or None}
+        kwargs = {"size": cfg.image_size, "flow": flow, "resize": cfg.resize or None, "hflip": cfg.hflip}
         if not flow:
             kwargs.update(mean=mean, std=std)
         return build_video_transform(True, **kwargs), build_video_transform(False, **kwargs)
     from actdistill.data.transforms import build_image_transform
 
-    train = build_image_transform(True, cfg.image_size, mean, std, scale=(cfg.scale_min, 1.0))
+    train = build_image_transform(True, cfg.image_size, mean, std, scale=(cfg.scale_min, 1.0), hflip=cfg.hflip)
     return train, build_image_transform(False, cfg.image_size, mean, std)

@@ -20,6 +20,7 @@ class ImageTransform:
         mean: Sequence[float],
         std: Sequence[float],
         scale: tuple[float, float] = (0.08, 1.0),
+        hflip: bool = True,
     ) -> None:
         if int(size) != size or size < 1:
             raise ActdistillError(f"image transform: size must be a positive integer, got {size!r}; fix data.size")
@@ -31,10 +32,9 @@ class ImageTransform:
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         self.scale = (float(scale[0]), float(scale[1]))
         if train:
-            geometry = [
-                v2.RandomResizedCrop(self.size, scale=self.scale, antialias=True),
-                v2.RandomHorizontalFlip(),
-            ]
+            geometry = [v2.RandomResizedCrop(self.size, scale=self.scale, antialias=True)]
+            if hflip:
+                geometry.append(v2.RandomHorizontalFlip())
         else:
             geometry = [v2.Resize((self.size, self.size), antialias=True)]
         self._pipeline = v2.Compose(
@@ -58,6 +58,7 @@ def build_image_transform(
     mean: Sequence[float],
     std: Sequence[float],
     scale: tuple[float, float] = (0.08, 1.0),
+    hflip: bool = True,
 ) -> ImageTransform:
     """Paper-1 image transform: `(3, H, W)` uint8 → `(3, size, size)` float32 normalised by `mean`/`std` (0-1 units)."""
-    return ImageTransform(train, size, mean, std, scale)
+    return ImageTransform(train, size, mean, std, scale, hflip)

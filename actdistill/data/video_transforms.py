@@ -276,19 +276,22 @@ def build_video_transform(
     resize: int | None = None,
     color_jitter: bool = False,
     offsets_from: str = "crop",
+    hflip: bool = True,
 ) -> VideoCompose:
     """Paper 2's pipeline (SPEC §3.11): `(T, C, H, W)` uint8 → `(C, T, H, W)` float32 normalised.
 
     Train: [ShortSideResize(resize)] → MultiScaleCrop(size, scales) → HorizontalFlip(0.5) [→ ColorJitter];
     test: [ShortSideResize(resize)] → CenterCrop(size). RGB uses ImageNet statistics and scales
     (1, .875, .75, .66); flow uses mean 0.5 / std 0.226, scales (1, .875, .75) and x-negating flips.
+    `hflip=False` drops the flip: it would swap classes that differ only in direction (e.g. running left/right).
     """
     mean = mean if mean is not None else (FLOW_MEAN if flow else IMAGENET_MEAN)
     std = std if std is not None else (FLOW_STD if flow else IMAGENET_STD)
     steps: list[VideoTransform] = [ShortSideResize(resize)] if resize else []
     if train:
         steps.append(MultiScaleCrop(size, scales or (FLOW_SCALES if flow else RGB_SCALES), offsets_from=offsets_from))
-        steps.append(HorizontalFlip(0.5, flow=flow))
+        if hflip:
+            steps.append(HorizontalFlip(0.5, flow=flow))
         if color_jitter and not flow:
             steps.append(ColorJitter(p=0.8))
     else:

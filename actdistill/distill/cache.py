@@ -42,7 +42,7 @@ _FILES = ("meta.json", "logits.npy", "classes.npy", "lse.npy", "views.npy")
 # Data settings that change what a training view looks like (everything else, e.g. batch size, does not).
 _VIEW_KEYS = (
     "name", "image_size", "crop_person", "scale_min", "limit_train", "split", "clip_len", "frame_interval",
-    "modality", "resize", "train_list",
+    "modality", "resize", "train_list", "hflip",
 )  # fmt: skip
 
 
