@@ -80,3 +80,17 @@ def test_shipped_comparisons_plan(name):
     runs = compare_mod.plan(spec)
     labels = {label for _, label, _, _ in runs}
     assert {"vanilla", "kd", "ctkd", "fn", "mgd", "simkd", "at", "collab", "generative"} <= labels
+
+
+def test_placeholders_name_checkpoints_and_plain_weights():
+    paths = {"teacher": "runs/x/teacher/checkpoints/last.pt"}
+    raw = {
+        "teacher": {"checkpoint": "{teacher}"},
+        "student": {"pretrained": "{teacher.weights}"},
+        "n": [1, "{teacher}"],
+    }
+    assert compare_mod._substitute(raw, paths) == {
+        "teacher": {"checkpoint": "runs/x/teacher/checkpoints/last.pt"},
+        "student": {"pretrained": "runs/x/teacher/student_last.pt"},
+        "n": [1, "runs/x/teacher/checkpoints/last.pt"],
+    }

@@ -15,7 +15,8 @@ file names a base recipe, the datasets, runs to prepare once per dataset (the te
       - {method: {name: vanilla}}
       - {method: {name: kd, temperature: 4}}
 
-`"{label}"` anywhere in a string is replaced by the prepared run's `checkpoints/last.pt`. Runs live in
+`"{label}"` anywhere in a string is replaced by the prepared run's `checkpoints/last.pt` and `"{label.weights}"` by
+its plain weights `student_last.pt` (to start another prepared run from it). Runs live in
 `<out_dir>/<dataset>/<label>` (prepared) and `<out_dir>/<dataset>/<label>_seed<s>` (methods); every run's config is
 checked before the first one trains; a run whose `results.json` exists is reused, so an interrupted comparison
 continues where it stopped. The report (`report.md`, `summary.json`, one curves PNG per dataset) gives top-1 and top-5
@@ -70,10 +71,12 @@ def _label(entry: dict[str, Any]) -> str:
 
 
 def _substitute(value: Any, paths: dict[str, str]) -> Any:
-    """Replace `"{label}"` placeholders with prepared checkpoints, recursively."""
+    """Replace `"{label}"` with a prepared run's `checkpoints/last.pt` and `"{label.weights}"` with its plain
+    `student_last.pt` (for `student.pretrained`), recursively."""
     if isinstance(value, str):
         for label, path in paths.items():
-            value = value.replace("{" + label + "}", path)
+            weights = str(Path(path).parent.parent / "student_last.pt")
+            value = value.replace("{" + label + ".weights}", weights).replace("{" + label + "}", path)
         return value
     if isinstance(value, dict):
         return {k: _substitute(v, paths) for k, v in value.items()}
