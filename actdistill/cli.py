@@ -277,8 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     from actdistill.deploy import export, predict
     from actdistill.detect import cli as detect_cli
     from actdistill.engine import cache_build, compare
+    from actdistill.ssl import grid as ssl_grid
 
-    for module in (analyze, html_report, export, predict, bench, cache_build, compare, detect_cli, motion_pairs):
+    for module in (
+        analyze, html_report, export, predict, bench, cache_build, compare, detect_cli, motion_pairs, ssl_grid,
+    ):  # fmt: skip
         module.add_cli(sub)
     return parser
 

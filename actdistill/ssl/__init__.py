@@ -1,6 +1,8 @@
 """Self-supervised PCL pre-training with KL distillation on pretext logits (paper 3; SPEC §4)."""
 
+from actdistill.ssl.augment import AugmentConfig, build_pcl_augment
 from actdistill.ssl.convergence import convergence_summary, epochs_to
+from actdistill.ssl.evaluate import export_backbone, extract_features, linear_probe, retrieval_topk
 from actdistill.ssl.pcl import (
     MemoryBank,
     PCLNet,
@@ -26,21 +28,27 @@ from actdistill.ssl.pretext import (
 
 __all__ = [
     "NUM_PRETEXT",
+    "AugmentConfig",
     "MemoryBank",
     "PCLNet",
     "PCLOutput",
     "ProjectionHead",
     "apply_pretext",
+    "build_pcl_augment",
     "contrast_ce",
     "convergence_summary",
     "epochs_to",
+    "export_backbone",
+    "extract_features",
     "in_batch_infonce",
+    "linear_probe",
     "pcl_contrastive_loss",
     "pcl_kd_loss",
     "pcl_loss",
     "permute_quadrants",
     "remote_clip_start",
     "residual_frames",
+    "retrieval_topk",
     "rotate",
     "shuffle_chunks",
     "tuple_starts",
