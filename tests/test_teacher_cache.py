@@ -188,3 +188,20 @@ def test_video_cache_replays_clips(tmp_path):
     cached = fit_module.fit(load_config(None, [*kd, f"train.out_dir={tmp_path / 'c'}", f"teacher.cache={cache}"]))
     for a, b in zip(online["history"], cached["history"], strict=True):
         assert math.isclose(a["train"]["loss"], b["train"]["loss"], rel_tol=2e-3)
+
+
+def test_fn_reads_only_teacher_logits_so_the_cache_serves_it(
+    tiny_stanford40, teacher_ckpt, cache_dir, tmp_path, monkeypatch
+):
+    calls = {"n": 0}
+    load = fit_module.load_teacher
+
+    def counting_load(cfg, num_classes):
+        teacher = load(cfg, num_classes)
+        teacher.register_forward_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1))
+        return teacher
+
+    monkeypatch.setattr(fit_module, "load_teacher", counting_load)
+    args = [*_overrides(tiny_stanford40, teacher_ckpt, tmp_path / "fn"), "method.name=fn", f"teacher.cache={cache_dir}"]
+    result = fit_module.fit(load_config(None, args))
+    assert calls["n"] == 0 and math.isfinite(result["history"][0]["train"]["fn"])

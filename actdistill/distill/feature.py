@@ -209,6 +209,8 @@ class FN(FeatureDistiller):
     Parts `ce`, `fn`.
     """
 
+    reads_only_teacher_logits = True  # the student's features, the teacher's logits: a logit cache serves it
+
     def __init__(
         self,
         student: nn.Module,

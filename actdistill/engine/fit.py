@@ -115,7 +115,8 @@ def logit_only_method(method_cfg: dict[str, Any]) -> bool:
     name = str(method_cfg.get("name", "vanilla"))
     if name == "combo":
         return all(logit_only_method(sub) for sub in method_cfg.get("methods", []))
-    return METHODS.meta(name).get("knowledge") in ("logits", "none")
+    cls = METHODS.get(name)
+    return METHODS.meta(name).get("knowledge") in ("logits", "none") or cls.reads_only_teacher_logits
 
 
 def open_teacher_cache(cfg: Config, student: nn.Module, train_view: Any, num_classes: int) -> Any:
@@ -125,7 +126,8 @@ def open_teacher_cache(cfg: Config, student: nn.Module, train_view: Any, num_cla
     if not logit_only_method(cfg.method):
         raise ActdistillError(
             f"teacher.cache holds teacher logits, but method '{cfg.method.get('name')}' taps teacher features; "
-            "use a logit method (kd, dkd, ctkd, dist) with the cache, or drop teacher.cache to run the teacher online"
+            "use a method that reads only teacher logits (kd, dkd, ctkd, dist, fn) with the cache, or drop "
+            "teacher.cache to run the teacher online"
         )
     cache = TeacherCache(cfg.teacher.cache)
     pcfg = student.pretrained_cfg
