@@ -91,6 +91,16 @@ def train_backbone(synth: Path, out: Path, steps: int, window: int, seed: int) -
 
 
 def run(recipe: str, data: dict[str, str], out_dir: Path, extra: list[str]) -> dict:
+    """Train and score one recipe, or reuse the scores of a finished run (`bench.json`), so a rerun resumes."""
+    done = out_dir / "bench.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    result = _train_and_score(recipe, data, out_dir, extra)
+    done.write_text(json.dumps(result))
+    return result
+
+
+def _train_and_score(recipe: str, data: dict[str, str], out_dir: Path, extra: list[str]) -> dict:
     overrides = [f"data.{k}={v}" for k, v in data.items()] + [f"train.out_dir={out_dir}", *extra]
     cfg = load_recipe(Path("configs/detection") / recipe, overrides)
     start = time.time()
@@ -113,7 +123,8 @@ def main() -> None:
     synth = write_synthetic_detection(out / "synth", num_val=40, num_test=20, size=32, seed=0)
     print(f"synth {time.time() - t0:.0f}s", flush=True)
     if args.backbone_steps:
-        backbone = str(train_backbone(synth, out, args.backbone_steps, 16, 0))
+        trained = out / "backbone.pt"
+        backbone = str(trained if trained.exists() else train_backbone(synth, out, args.backbone_steps, 16, 0))
         model = load_backbone(backbone)
     else:
         backbone, model = "i3d", load_backbone("i3d", 5, channel_scale=0.25)

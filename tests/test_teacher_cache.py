@@ -117,7 +117,7 @@ def test_stale_cache_is_refused(tiny_stanford40, teacher_ckpt, cache_dir, tmp_pa
 
 def test_feature_method_and_missing_cache_are_refused(tiny_stanford40, teacher_ckpt, cache_dir, tmp_path):
     base = _overrides(tiny_stanford40, teacher_ckpt, tmp_path)
-    with pytest.raises(ActdistillError, match="method 'at' taps teacher features"):
+    with pytest.raises(ActdistillError, match="method 'at' taps teacher feature maps"):
         fit_module.fit(load_config(None, [*base, "method.name=at", f"teacher.cache={cache_dir}"]), overwrite=True)
     with pytest.raises(ActdistillError, match="not a complete teacher cache.*actdistill cache build"):
         fit_module.fit(load_config(None, [*base, f"teacher.cache={tmp_path / 'nope'}"]), overwrite=True)
@@ -205,3 +205,33 @@ def test_fn_reads_only_teacher_logits_so_the_cache_serves_it(
     args = [*_overrides(tiny_stanford40, teacher_ckpt, tmp_path / "fn"), "method.name=fn", f"teacher.cache={cache_dir}"]
     result = fit_module.fit(load_config(None, args))
     assert calls["n"] == 0 and math.isfinite(result["history"][0]["train"]["fn"])
+
+
+@pytest.mark.parametrize("method", ["rkd", "crd"])
+def test_pooled_feature_cache_serves_relation_methods(
+    tiny_stanford40, teacher_ckpt, cache_dir, tmp_path, monkeypatch, method
+):
+    """`--features -1` stores the teacher's pooled last stage: RKD/CRD then match their online runs without it."""
+    calls = {"n": 0}
+    load = fit_module.load_teacher
+
+    def counting_load(cfg, num_classes):
+        teacher = load(cfg, num_classes)
+        teacher.register_forward_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1))
+        return teacher
+
+    monkeypatch.setattr(fit_module, "load_teacher", counting_load)
+    common = ["train.epochs=2", "sched.name=none", f"method.name={method}"]
+    cfg = load_config(None, _overrides(tiny_stanford40, teacher_ckpt, tmp_path / "online", *common))
+    with pytest.raises(ActdistillError, match="holds no pooled features.*--features -1"):
+        fit_module.fit(load_config(None, [*_overrides(tiny_stanford40, teacher_ckpt, tmp_path / "x", *common),
+                                          f"teacher.cache={cache_dir}"]))  # fmt: skip
+    pooled_cache = build_teacher_cache(cfg, tmp_path / "pooled_cache", epochs=2, features="-1")
+    assert TeacherCache(pooled_cache).arrays()["pooled"].shape[:2] == (2, 24)
+    online = fit_module.fit(cfg)
+    calls["n"] = 0
+    args = [*_overrides(tiny_stanford40, teacher_ckpt, tmp_path / "cached", *common), f"teacher.cache={pooled_cache}"]
+    cached = fit_module.fit(load_config(None, args))
+    assert calls["n"] == 0
+    for a, b in zip(online["history"], cached["history"], strict=True):
+        assert math.isclose(a["train"]["loss"], b["train"]["loss"], rel_tol=5e-3), (a["train"], b["train"])

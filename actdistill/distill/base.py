@@ -59,6 +59,7 @@ class Distiller(nn.Module):
     requires: frozenset[str] = frozenset()
     uses_teacher: bool = True
     reads_only_teacher_logits: bool = False  # True: a teacher-output cache (`teacher_logits` key) can replace it
+    reads_pooled_teacher_feature: bool = False  # True: so can a cache with pooled features (`teacher_pooled` key)
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None) -> None:
         super().__init__()

@@ -13,6 +13,8 @@ On-disk layout of a cache folder (memory-mapped `.npy` files, written to `<path>
   classes.npy    (E, N, k) int16/int32: their class indices
   lse.npy        (E, N) float32: log-sum-exp of all K logits (restores the dropped classes' total mass)
   views.npy      (E, N, 4) float32: view fingerprints (`view_fingerprint`)
+  pooled.npy     (E, N, C) float16, optional (`--features LAYER`): the teacher's globally pooled feature of that
+                 layer, for methods that distil pooled embeddings (`rkd`, `crd`)
 """
 
 from __future__ import annotations
@@ -122,14 +124,14 @@ class TeacherCache:
             )
         self.epochs, self.num_samples = int(self.meta["epochs"]), int(self.meta["num_samples"])
         self.num_classes, self.topk = int(self.meta["num_classes"]), int(self.meta["topk"])
+        self.feature_layer: str | None = self.meta.get("feature_layer")
         self._arrays: dict[str, np.ndarray] | None = None
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The memory-mapped arrays, opened lazily (each DataLoader worker maps its own)."""
         if self._arrays is None:
-            self._arrays = {
-                n: np.load(self.path / f"{n}.npy", mmap_mode="r") for n in ("logits", "classes", "lse", "views")
-            }
+            names = ["logits", "classes", "lse", "views"] + (["pooled"] if self.feature_layer is not None else [])
+            self._arrays = {n: np.load(self.path / f"{n}.npy", mmap_mode="r") for n in names}
         return self._arrays
 
     def __getstate__(self) -> dict[str, Any]:
@@ -148,6 +150,10 @@ class TeacherCache:
             torch.tensor(float(a["lse"][s, index])),
             self.num_classes,
         )
+
+    def pooled(self, epoch: int, index: int) -> Tensor:
+        """`(C,)` float32 pooled teacher feature of view (epoch, index) (caches built with `--features`)."""
+        return torch.from_numpy(np.array(self.arrays()["pooled"][self.slot(epoch), index], dtype=np.float32))
 
     def fingerprint(self, epoch: int, index: int) -> Tensor:
         return torch.from_numpy(np.array(self.arrays()["views"][self.slot(epoch), index]))
@@ -208,13 +214,23 @@ class CachedTeacherView(Dataset):
                 "transform changed after the cache was built. Rebuild it with `actdistill cache build`"
             )
         sample["teacher_logits"] = self.cache.logits(self.epoch, index)
+        if self.cache.feature_layer is not None:
+            sample["teacher_pooled"] = self.cache.pooled(self.epoch, index)
         return sample
 
 
-def estimate_bytes(epochs: int, num_samples: int, topk: int, num_classes: int) -> int:
-    """Bytes a cache will take: fp16 logits + class indices per view, log-sum-exp and fingerprint per view."""
+def pooled_dim(teacher: torch.nn.Module, feature_layer: str) -> int:
+    """Channels C of the pooled `(B, C)` feature of tap `feature_layer` (maps `(B, C, ...)`, tokens `(B, N, C)`)."""
+    from actdistill.distill.taps import probe_shapes, resolve_tap
+
+    shape = probe_shapes(teacher, [resolve_tap(teacher, feature_layer)])[0]
+    return int(shape[-1] if len(shape) == 3 else shape[1])
+
+
+def estimate_bytes(epochs: int, num_samples: int, topk: int, num_classes: int, feature_dim: int = 0) -> int:
+    """Bytes a cache will take per view: fp16 logits + indices, log-sum-exp, fingerprint, fp16 pooled feature."""
     index_bytes = 2 if num_classes <= 2**15 else 4
-    return epochs * num_samples * (topk * (2 + index_bytes) + 4 + 16)
+    return epochs * num_samples * (topk * (2 + index_bytes) + 4 + 16 + 2 * feature_dim)
 
 
 def write_cache(
@@ -230,12 +246,17 @@ def write_cache(
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
     extra_meta: dict[str, Any] | None = None,
+    feature_layer: str | None = None,
 ) -> Path:
     """Run `teacher` over `epochs` epochs of `view` (a `SeededView`) and write the cache folder atomically.
 
     `loader_for(view)` makes an in-order loader over the view yielding batches with `input` and `index`.
+    `feature_layer` (a tap spec as the methods' `teacher_layer`: stage index or name) also stores that layer's
+    globally pooled output per view.
     """
+    from actdistill.distill.adapters import global_pool
     from actdistill.distill.logit import class_logits
+    from actdistill.distill.taps import resolve_tap, run_model
     from actdistill.engine.runtime import autocast
 
     path = Path(path)
@@ -251,6 +272,11 @@ def write_cache(
         "lse": np.lib.format.open_memmap(partial / "lse.npy", "w+", np.float32, (epochs, n)),
         "views": np.lib.format.open_memmap(partial / "views.npy", "w+", np.float32, (epochs, n, 4)),
     }
+    taps: tuple = ()
+    if feature_layer is not None:
+        taps = (resolve_tap(teacher, feature_layer),)
+        dim = pooled_dim(teacher, feature_layer)
+        arrays["pooled"] = np.lib.format.open_memmap(partial / "pooled.npy", "w+", np.float16, (epochs, n, dim))
     written = np.zeros((epochs, n), dtype=bool)
     teacher.eval()
     tick = time.perf_counter()
@@ -261,7 +287,10 @@ def write_cache(
                 continue
             index = batch["index"].numpy()
             with torch.inference_mode(), autocast(device, amp_dtype):
-                logits = class_logits(teacher(batch["input"].to(device, non_blocking=True))).float().cpu()
+                run = run_model(teacher, batch["input"].to(device, non_blocking=True), taps)
+                logits = class_logits(run.logits).float().cpu()
+                if taps:
+                    arrays["pooled"][epoch - 1, index] = global_pool(run.get(taps[0])).float().cpu().half().numpy()
             values, classes = logits.topk(k, dim=-1)
             arrays["logits"][epoch - 1, index] = values.half().numpy()
             arrays["classes"][epoch - 1, index] = classes.numpy().astype(index_dtype)
@@ -291,6 +320,7 @@ def write_cache(
         "topk": k,
         "dtype": "float16",
         "key": key,
+        "feature_layer": feature_layer,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "build_time_s": round(time.perf_counter() - tick, 1),
         **(extra_meta or {}),

@@ -16,8 +16,27 @@ from actdistill.distill.base import Batch, StepOutput, make_output
 from actdistill.distill.feature import FeatureDistiller, LayerSpec
 from actdistill.distill.functional import crd_loss, rkd_parts
 from actdistill.distill.logit import class_logits, register_method
-from actdistill.distill.taps import probe_shapes
+from actdistill.distill.taps import ModelRun, Tap, probe_shapes, run_model
 from actdistill.errors import ActdistillError
+
+
+class PooledRelationDistiller(FeatureDistiller):
+    """Methods that read the teacher only as a globally pooled feature `(B, C_t)` of `tap_t`.
+
+    A teacher-output cache built with `--features <teacher_layer>` supplies it as `batch["teacher_pooled"]`; the
+    teacher then does not run.
+    """
+
+    reads_pooled_teacher_feature = True
+    tap_s: Tap
+    tap_t: Tap
+
+    def _student_run_and_pooled_teacher(self, batch: Batch) -> tuple[ModelRun, Tensor]:
+        """The student's run (with grad) and the teacher's pooled feature `(B, C_t)`: cached, or computed no-grad."""
+        if "teacher_pooled" in batch:
+            return run_model(self.student, batch["input"], self.student_taps), batch["teacher_pooled"].float()
+        run_s, run_t = self._runs(batch)
+        return run_s, global_pool(run_t.get(self.tap_t))
 
 
 @register_method(
@@ -26,7 +45,7 @@ from actdistill.errors import ActdistillError
     knowledge="relation",
     source="RKD paper §4 / lenscloth/RKD and RepDistiller distiller_zoo/RKD.py (w_d=25, w_a=50, -b 1)",
 )
-class RKD(FeatureDistiller):
+class RKD(PooledRelationDistiller):
     """Relational KD: `L = w_ce·CE + w_d·distance + w_a·angle` on pooled embeddings `(B, C_s)`, `(B, C_t)`.
 
     distance/angle: SmoothL1 between the mean-normalised pairwise distances / triplet angle cosines of the batch
@@ -49,8 +68,8 @@ class RKD(FeatureDistiller):
         self.tap_s, self.tap_t = self._taps(student_layer, teacher_layer)
 
     def forward(self, batch: Batch) -> StepOutput:
-        run_s, run_t = self._runs(batch)
-        distance, angle = rkd_parts(global_pool(run_s.get(self.tap_s)), global_pool(run_t.get(self.tap_t)))
+        run_s, pooled_t = self._student_run_and_pooled_teacher(batch)
+        distance, angle = rkd_parts(global_pool(run_s.get(self.tap_s)), pooled_t)
         logits = class_logits(run_s.logits)
         parts = {
             **self._ce(logits, batch, self.ce_weight),
@@ -88,7 +107,7 @@ class ContrastMemory(nn.Module):
     knowledge="relation",
     source="SPEC §7.9; RepDistiller scripts/run_cifar_distill.sh (K=16384, τ=0.07, m=0.5, -b 0.8)",
 )
-class CRD(FeatureDistiller):
+class CRD(PooledRelationDistiller):
     """CRD (SPEC §7.9): `L = w_ce·CE + w·(ℓ(o_s) + ℓ(o_t))` with NCE over one positive and K negatives per sample.
 
     e = L2norm(Linear(pooled feature)) (dim `feat_dim`, one trainable embedding per side); o_s = exp(⟨M_t[idx], e_s⟩/τ)
@@ -148,11 +167,11 @@ class CRD(FeatureDistiller):
         index = batch["index"].long().reshape(-1)
         if int(index.min()) < 0 or int(index.max()) >= self.num_data:
             raise ActdistillError(f"crd: batch index {int(index.max())} outside num_data={self.num_data}")
-        run_s, run_t = self._runs(batch)
+        run_s, pooled_t = self._student_run_and_pooled_teacher(batch)
         idx = torch.cat([index[:, None], self.negatives(index)], dim=1)
         with torch.autocast(device_type=index.device.type, enabled=False):
             emb_s = F.normalize(self.embed_s(global_pool(run_s.get(self.tap_s)).float()), dim=1)
-            emb_t = F.normalize(self.embed_t(global_pool(run_t.get(self.tap_t)).float()), dim=1)
+            emb_t = F.normalize(self.embed_t(pooled_t.float()), dim=1)
             o_s = self._scores(self.memory.memory_t, idx, emb_s, self.memory.z_s)
             o_t = self._scores(self.memory.memory_s, idx, emb_t, self.memory.z_t)
             crd = crd_loss(o_s, o_t, self.num_data)

@@ -18,16 +18,24 @@ log = logging.getLogger("actdistill")
 
 
 def build_teacher_cache(
-    cfg: Config, out: str | Path, *, epochs: int, topk: int = 0, batch_size: int = 0, device: str = ""
+    cfg: Config,
+    out: str | Path,
+    *,
+    epochs: int,
+    topk: int = 0,
+    batch_size: int = 0,
+    device: str = "",
+    features: str | None = None,
 ) -> Path:
     """Run the recipe's teacher over `epochs` epochs of its training views and write the cache to `out`.
 
     The views are the ones `actdistill train` with the same recipe draws (same seed, transforms and normalisation),
-    so a run with `teacher.cache=out` replays them without the teacher. `topk=0` stores all class logits (exact).
+    so a run with `teacher.cache=out` replays them without the teacher. `topk=0` stores all class logits (exact);
+    `features` (a teacher layer: stage index or name) also stores that layer's globally pooled output (`rkd`, `crd`).
     """
     from actdistill.data.build import build_datasets, build_transforms
     from actdistill.data.collate import collate_skip_broken
-    from actdistill.distill.cache import cache_key, estimate_bytes, human_bytes, write_cache
+    from actdistill.distill.cache import cache_key, estimate_bytes, human_bytes, pooled_dim, write_cache
     from actdistill.engine.fit import _class_names, teacher_for_student
     from actdistill.engine.runtime import resolve_device, resolve_precision
     from actdistill.models import create_model
@@ -43,10 +51,12 @@ def build_teacher_cache(
     teacher = teacher_for_student(cfg.teacher, student, len(classes)).to(dev)
     del student
     k = len(classes) if topk <= 0 else min(topk, len(classes))
-    size = estimate_bytes(epochs, len(view), k, len(classes))  # type: ignore[arg-type]
+    dim = pooled_dim(teacher, features) if features is not None else 0
+    size = estimate_bytes(epochs, len(view), k, len(classes), dim)  # type: ignore[arg-type]
     print(
-        f"cache build: {epochs} epochs × {len(view)} views, top-{k} of {len(classes)} logits → "  # type: ignore[arg-type]
-        f"about {human_bytes(size)} in {out}",
+        f"cache build: {epochs} epochs × {len(view)} views, top-{k} of {len(classes)} logits"  # type: ignore[arg-type]
+        + (f", pooled {dim}-d features of layer {features}" if features is not None else "")
+        + f" → about {human_bytes(size)} in {out}",
         flush=True,
     )
     key = cache_key(dataclasses.asdict(cfg.data), dataclasses.asdict(cfg.teacher), cfg.train.seed, mean, std)
@@ -74,6 +84,7 @@ def build_teacher_cache(
         device=dev,
         amp_dtype=resolve_precision(cfg.train.precision, dev),
         extra_meta=extra,
+        feature_layer=features,
     )
 
 
@@ -82,7 +93,9 @@ def cmd_cache_build(args: argparse.Namespace) -> int:
     out = args.out or cfg.teacher.cache
     if not out:
         raise ActdistillError("cache build: give --out PATH (or set teacher.cache in the recipe)")
-    path = build_teacher_cache(cfg, out, epochs=args.epochs, topk=args.topk, batch_size=args.batch_size)
+    path = build_teacher_cache(
+        cfg, out, epochs=args.epochs, topk=args.topk, batch_size=args.batch_size, features=args.features
+    )
     print(f"wrote {path}; train with the same recipe and overrides plus teacher.cache={path}")
     return 0
 
@@ -107,6 +120,7 @@ def add_cli(sub: Any) -> argparse.ArgumentParser:
     b.add_argument("--epochs", type=int, default=10, help="epochs of augmented views to store (default: 10)")
     b.add_argument("--topk", type=int, default=0, help="logits kept per view; 0 = all classes, exact (default: 0)")
     b.add_argument("--batch-size", type=int, default=0, help="teacher batch (default: data.batch_size)")
+    b.add_argument("--features", help="also store this teacher layer's pooled output, e.g. -1 (for rkd, crd)")
     b.set_defaults(func=cmd_cache_build)
     i = csub.add_parser("info", help="print a cache's settings and size")
     i.add_argument("path")

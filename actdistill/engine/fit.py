@@ -123,13 +123,29 @@ def open_teacher_cache(cfg: Config, student: nn.Module, train_view: Any, num_cla
     """Wrap the training view so that samples carry cached teacher logits; refuse stale caches and feature methods."""
     from actdistill.distill.cache import CachedTeacherView, TeacherCache, cache_key
 
-    if not logit_only_method(cfg.method):
-        raise ActdistillError(
-            f"teacher.cache holds teacher logits, but method '{cfg.method.get('name')}' taps teacher features; "
-            "use a method that reads only teacher logits (kd, dkd, ctkd, dist, fn) with the cache, or drop "
-            "teacher.cache to run the teacher online"
-        )
     cache = TeacherCache(cfg.teacher.cache)
+    name = str(cfg.method.get("name", "vanilla"))
+    if not logit_only_method(cfg.method):
+        cls = METHODS.get(name)
+        if not cls.reads_pooled_teacher_feature:
+            raise ActdistillError(
+                f"teacher.cache holds teacher logits (and pooled features), but method '{name}' taps teacher feature "
+                "maps; use kd, dkd, ctkd, dist, fn (logits) or rkd, crd (pooled features) with the cache, or drop "
+                "teacher.cache to run the teacher online"
+            )
+        layer = str(
+            cfg.method.get("teacher_layer", inspect.signature(cls.__init__).parameters["teacher_layer"].default)
+        )
+        if cache.feature_layer != layer:
+            stored = (
+                "no pooled features"
+                if cache.feature_layer is None
+                else f"pooled features of layer {cache.feature_layer}"
+            )
+            raise ActdistillError(
+                f"method '{name}' reads the teacher's pooled layer {layer} but teacher.cache {cache.path} holds "
+                f"{stored}; rebuild it with `actdistill cache build CONFIG --features {layer} --out {cache.path}`"
+            )
     pcfg = student.pretrained_cfg
     key = cache_key(dataclasses.asdict(cfg.data), dataclasses.asdict(cfg.teacher), cfg.train.seed, pcfg.mean, pcfg.std)
     cache.check(key, len(train_view), num_classes)
