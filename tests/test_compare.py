@@ -80,6 +80,10 @@ def test_shipped_comparisons_plan(name):
     runs = compare_mod.plan(spec)
     labels = {label for _, label, _, _ in runs}
     assert {"vanilla", "kd", "ctkd", "fn", "mgd", "simkd", "at", "collab", "generative"} <= labels
+    for *_, raw in runs:  # paper 2's CVAE is sized for the clip the data section gives
+        if raw["method"]["name"] in ("generative", "generative_teacher"):
+            data = {**raw["data"]}
+            assert list(raw["method"]["input_size"]) == [data["clip_len"], data["image_size"], data["image_size"]]
 
 
 def test_placeholders_name_checkpoints_and_plain_weights():
