@@ -48,6 +48,21 @@ def cache_dir(tiny_stanford40, teacher_ckpt, tmp_path_factory):
     return build_teacher_cache(cfg, out, epochs=2)
 
 
+@pytest.fixture
+def teacher_forwards(monkeypatch):
+    """`{"n": forward calls}` of every teacher `fit` loads in this test (a hook added by a wrapped `load_teacher`)."""
+    calls = {"n": 0}
+    load = fit_module.load_teacher
+
+    def counting_load(cfg, num_classes):
+        teacher = load(cfg, num_classes)
+        teacher.register_forward_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1))
+        return teacher
+
+    monkeypatch.setattr(fit_module, "load_teacher", counting_load)
+    return calls
+
+
 def test_restore_logits_exact_when_all_classes_kept():
     z = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, 1.0]])
     values, classes = z.topk(3, dim=-1)
@@ -137,17 +152,9 @@ def test_changed_view_is_caught_by_the_fingerprint(tiny_stanford40, teacher_ckpt
 
 
 def test_cached_kd_matches_online_kd_and_never_runs_the_teacher(
-    tiny_stanford40, teacher_ckpt, cache_dir, tmp_path, monkeypatch
+    tiny_stanford40, teacher_ckpt, cache_dir, tmp_path, teacher_forwards
 ):
-    calls = {"n": 0}
-    load = fit_module.load_teacher
-
-    def counting_load(cfg, num_classes):
-        teacher = load(cfg, num_classes)
-        teacher.register_forward_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1))
-        return teacher
-
-    monkeypatch.setattr(fit_module, "load_teacher", counting_load)
+    calls = teacher_forwards
     common = ["train.epochs=2", "sched.name=none"]
     online = fit_module.fit(load_config(None, _overrides(tiny_stanford40, teacher_ckpt, tmp_path / "online", *common)))
     assert calls["n"] > 0
@@ -191,17 +198,9 @@ def test_video_cache_replays_clips(tmp_path):
 
 
 def test_fn_reads_only_teacher_logits_so_the_cache_serves_it(
-    tiny_stanford40, teacher_ckpt, cache_dir, tmp_path, monkeypatch
+    tiny_stanford40, teacher_ckpt, cache_dir, tmp_path, teacher_forwards
 ):
-    calls = {"n": 0}
-    load = fit_module.load_teacher
-
-    def counting_load(cfg, num_classes):
-        teacher = load(cfg, num_classes)
-        teacher.register_forward_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1))
-        return teacher
-
-    monkeypatch.setattr(fit_module, "load_teacher", counting_load)
+    calls = teacher_forwards
     args = [*_overrides(tiny_stanford40, teacher_ckpt, tmp_path / "fn"), "method.name=fn", f"teacher.cache={cache_dir}"]
     result = fit_module.fit(load_config(None, args))
     assert calls["n"] == 0 and math.isfinite(result["history"][0]["train"]["fn"])
@@ -209,18 +208,10 @@ def test_fn_reads_only_teacher_logits_so_the_cache_serves_it(
 
 @pytest.mark.parametrize("method", ["rkd", "crd"])
 def test_pooled_feature_cache_serves_relation_methods(
-    tiny_stanford40, teacher_ckpt, cache_dir, tmp_path, monkeypatch, method
+    tiny_stanford40, teacher_ckpt, cache_dir, tmp_path, teacher_forwards, method
 ):
     """`--features -1` stores the teacher's pooled last stage: RKD/CRD then match their online runs without it."""
-    calls = {"n": 0}
-    load = fit_module.load_teacher
-
-    def counting_load(cfg, num_classes):
-        teacher = load(cfg, num_classes)
-        teacher.register_forward_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1))
-        return teacher
-
-    monkeypatch.setattr(fit_module, "load_teacher", counting_load)
+    calls = teacher_forwards
     common = ["train.epochs=2", "sched.name=none", f"method.name={method}"]
     cfg = load_config(None, _overrides(tiny_stanford40, teacher_ckpt, tmp_path / "online", *common))
     with pytest.raises(ActdistillError, match="holds no pooled features.*--features -1"):
