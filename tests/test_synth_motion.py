@@ -98,3 +98,11 @@ def test_motion_pair_accuracy_by_hand():
     assert custom["pairs"]["Wave/RunLeft"] == {"accuracy": 0.5, "n": 2}
     with pytest.raises(ActdistillError, match="5 classes"):
         motion_pair_accuracy(logits, labels, names[:4])
+
+
+def test_last_width_fixes_the_last_stage_only():
+    from actdistill.models import create_model
+
+    thin = create_model("video3d_demo", 8, channel_scale=0.5, last_width=128)
+    assert [info.channels for info in thin.feature_info] == [8, 16, 32, 128]
+    assert thin(torch.zeros(1, 3, 8, 32, 32)).shape == (1, 8)

@@ -37,6 +37,8 @@ class SmallVideoCNN(nn.Module):
 
     `temporal=True`: 3×3×3 kernels, temporal stride 2 in stages 3-4 (3D CNN). `temporal=False`: 1×3×3 kernels and
     no temporal stride, so every frame is processed alone and the head averages the features over time (2D CNN).
+    `last_width` fixes the last stage's channels whatever `channel_scale` (a thin student whose last map matches a
+    full-width teacher's, as Top-I3D's Mixed_5c matches I3D's for paper 2's CVAE).
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class SmallVideoCNN(nn.Module):
         channel_scale: float = 1.0,
         in_channels: int = 3,
         dropout: float = 0.2,
+        last_width: int | None = None,
     ) -> None:
         super().__init__()
         if channel_scale <= 0:
@@ -57,6 +60,8 @@ class SmallVideoCNN(nn.Module):
         for i, width in enumerate(_WIDTHS, start=1):
             st = 2 if temporal and i >= 3 else 1
             cout = max(1, round(width * channel_scale))
+            if last_width is not None and i == len(_WIDTHS):
+                cout = int(last_width)
             self.add_module(f"stage{i}", _block(cin, cout, kt, (st, 2, 2), 1 if i == 1 else 2))
             cin, stride, tstride = cout, stride * 2, tstride * st
             self.feature_info.append(FeatureInfo(f"stage{i}", cout, stride, tstride))
