@@ -3,7 +3,7 @@
 synth (40 val / 20 test untrimmed videos, 32², 10 fps) → a small I3D (channel_scale 0.25) trained for a few hundred
 steps on 16-frame windows of the *val* videos (labels: the action at the window centre, or background) → features
 (window 16, stride 4) → large teacher detector (with attention head) → small students: plain, logit KD, feature KD,
-attention KD (SPEC §3.12), paper 2's two-stage generative KD (same teacher; its CVAE is trained in stage 1 from the
+attention KD (paper 2, eq. 11), paper 2's two-stage generative KD (same teacher; its CVAE is trained in stage 1 from the
 teacher's features, since the teacher is a plain attention detector) → mAP at tIoU 0.1..0.5 on the test videos,
 ActivityNet protocol (soft-NMS) and the THUMOS14 kit (hard NMS). Students are run with several seeds; the table
 gives mean ± std.
@@ -28,8 +28,8 @@ from actdistill.detect.annotations import load_annotations
 from actdistill.detect.features import extract_features, load_backbone
 from actdistill.detect.synthetic import write_synthetic_detection
 from actdistill.detect.train import evaluate_checkpoint, load_recipe, train_detection
-from actdistill.engine.checkpoint import atomic_save
 from actdistill.models import create_model
+from actdistill.utils.checkpoint import atomic_save
 
 STUDENTS = {
     "student": "synth_student.yaml",

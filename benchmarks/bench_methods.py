@@ -52,9 +52,9 @@ def step_times(recipes: list[Path], demo: Path, steps: int, warmup: int) -> dict
     import torch
 
     from actdistill.config import load_config
-    from actdistill.engine.checkpoint import load_checkpoint
     from actdistill.engine.fit import build_method, load_teacher
     from actdistill.models.factory import create_model
+    from actdistill.utils.checkpoint import load_checkpoint
 
     torch.set_num_threads(1)
     teacher_ckpt = demo / "teacher" / "checkpoints" / "last.pt"

@@ -85,7 +85,7 @@ def test_help_is_available(command, capsys):
 
 
 def test_list_model_sizes_counts_paper2_teacher(capsys):
-    """SPEC §2.3: I3D with 101 classes at 64×224² has 12.391 M parameters and 111.15 GMACs."""
+    """Measured (cf. paper 2, Table 1): I3D with 101 classes at 64×224² has 12.391 M parameters and 111.15 GMACs."""
     assert main(["list", "models", "--sizes", "--models", "i3d", "top_i3d", "--input", "3", "64", "224", "224"]) == 0
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
     assert rows["i3d"][2:4] == ["12.391", "111.151"]

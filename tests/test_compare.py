@@ -95,6 +95,6 @@ def test_placeholders_name_checkpoints_and_plain_weights():
     }
     assert compare_mod._substitute(raw, paths) == {
         "teacher": {"checkpoint": "runs/x/teacher/checkpoints/last.pt"},
-        "student": {"pretrained": "runs/x/teacher/student_last.pt"},
+        "student": {"pretrained": "runs/x/teacher/student_last.safetensors"},
         "n": [1, "runs/x/teacher/checkpoints/last.pt"],
     }

@@ -55,7 +55,7 @@ def test_save_round_trip(tmp_path):
 
 
 def test_paper1_step_schedules():
-    """SPEC §1.3 / C6: teacher StepLR(10, 0.1) over 50 epochs; students StepLR(5, 0.3) over 15."""
+    """Paper 1, §III-A: teacher StepLR(10, 0.1) over 50 epochs; students StepLR(5, 0.3) over 15."""
     teacher = [1e-3 * lr_factor(e, SchedConfig(name="step", step_size=10, gamma=0.1), 50) for e in range(50)]
     assert teacher[0] == teacher[9] == pytest.approx(1e-3)
     assert (

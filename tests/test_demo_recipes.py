@@ -12,7 +12,7 @@ from actdistill.cli import main
 from actdistill.registry import METHODS
 
 RECIPES = Path(__file__).resolve().parents[1] / "configs" / "demo"
-# Paper 2's generative methods need I3D-family video models (SPEC §3); they have video recipes instead.
+# Paper 2's generative methods need I3D-family video models (paper 2); they have video recipes instead.
 VIDEO_ONLY = {"generative", "generative_teacher"}
 
 

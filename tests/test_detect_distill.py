@@ -128,7 +128,7 @@ def test_unknown_detection_hyper_parameter_is_refused():
     assert build_method("logit_kd", student, teacher, temperature=2.0, bg_weight=1.0).temperature == 2.0
 
 
-# ------------------------------------------------------------------ generative KD (paper 2, SPEC §3.5-§3.9, §3.12)
+# ------------------------------------------------------------------- generative KD (paper 2, eqs. 3-15, detection form)
 
 
 def _gen_method(same: bool = False, **hparams):

@@ -13,6 +13,7 @@ from actdistill.detect.synthetic import write_synthetic_detection
 from actdistill.detect.train import evaluate_checkpoint, load_detector, load_recipe, train_detection
 from actdistill.errors import ActdistillError
 from actdistill.eval.detection import THUMOS14_TIOU_THRESHOLDS
+from actdistill.utils.checkpoint import load_checkpoint
 
 torch.set_num_threads(1)
 
@@ -98,7 +99,7 @@ def test_generative_teacher_then_generative_kd_student_run_both_stages(data, cap
     )
     train_detection(teacher_cfg)
     t_path = root / "gen_teacher" / "checkpoints" / "last.pt"
-    assert "cvae" in torch.load(t_path, weights_only=False)["method_state"]["extras"]
+    assert "cvae" in load_checkpoint(t_path)["method_state"]["extras"]
     cfg = load_recipe(
         "configs/detection/synth_student_gen.yaml",
         _overrides(root, synth, "gen_student", **{"train.epochs": 1, "teacher.checkpoint": t_path}),
@@ -112,5 +113,5 @@ def test_generative_teacher_then_generative_kd_student_run_both_stages(data, cap
     assert {k for k in line if k.startswith("attention/")} == {f"attention/{k}" for k in ("loss", *stage2)}
     for stage, parts in (("generative", stage1), ("attention", stage2)):
         assert line[f"{stage}/loss"] == pytest.approx(sum(line[f"{stage}/{k}"] for k in parts), rel=1e-4)
-    extras = torch.load(root / "gen_student" / "checkpoints" / "last.pt", weights_only=False)["method_state"]
+    extras = load_checkpoint(root / "gen_student" / "checkpoints" / "last.pt")["method_state"]
     assert {"cvae", "teacher_cvae"} <= set(extras["extras"])

@@ -24,6 +24,7 @@ from actdistill.engine.fit import fit
 from actdistill.engine.loop import train_one_epoch
 from actdistill.errors import ActdistillError
 from actdistill.models import create_model
+from actdistill.utils.checkpoint import load_weights
 
 COMMON = [
     "data.image_size=32",
@@ -107,7 +108,7 @@ def test_two_processes_match_one_process(data_root, tmp_path):
         assert b["test"] == pytest.approx(a["test"], abs=1e-9)
     assert double["per_class_ap"] == pytest.approx(single["per_class_ap"], abs=1e-9)
     assert double["confusion_matrix"] == single["confusion_matrix"]
-    wa, wb = torch.load(tmp_path / "one" / "student_last.pt"), torch.load(out / "student_last.pt")
+    wa, wb = load_weights(tmp_path / "one" / "student_last.safetensors"), load_weights(out / "student_last.safetensors")
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-4
     # Rank 0 alone wrote and logged: one metrics line per epoch, one TensorBoard file, one log line per epoch.
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
@@ -130,7 +131,10 @@ def test_gradient_accumulation_equals_the_large_batch(data_root, tmp_path):
     assert small["global_batch"] == 8
     for a, b in zip(big["history"], small["history"]):
         assert b["train"]["loss"] == pytest.approx(a["train"]["loss"], rel=1e-5)
-    wa, wb = torch.load(tmp_path / "a" / "student_last.pt"), torch.load(tmp_path / "b" / "student_last.pt")
+    wa, wb = (
+        load_weights(tmp_path / "a" / "student_last.safetensors"),
+        load_weights(tmp_path / "b" / "student_last.safetensors"),
+    )
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-4
     with pytest.raises(ActdistillError, match="accumulate_steps must be at least 1"):
         fit(load_config(None, [root, *COMMON, "train.accumulate_steps=0", f"train.out_dir={tmp_path / 'c'}"]))

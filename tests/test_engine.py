@@ -10,11 +10,11 @@ import torch
 from actdistill.config import load_config
 from actdistill.data.synthetic_image import write_synthetic_stanford40
 from actdistill.distill.logit import KD
-from actdistill.engine.checkpoint import load_checkpoint
 from actdistill.engine.evaluate import evaluate_checkpoint
 from actdistill.engine.fit import fit
 from actdistill.errors import ActdistillError
 from actdistill.models import create_model
+from actdistill.utils.checkpoint import load_checkpoint, load_weights
 
 TEACHER, STUDENT = "convnext_demo", "pvt_v2_demo"
 
@@ -54,7 +54,13 @@ def teacher_run(data_root, tmp_path_factory):
 
 def test_run_folder_contents(teacher_run):
     out, results = teacher_run
-    for name in ("config.yaml", "metrics.jsonl", "results.json", "student_last.pt", "student_best.pt"):
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "results.json",
+        "student_last.safetensors",
+        "student_best.safetensors",
+    ):
         assert (out / name).is_file(), name
     assert (out / "checkpoints" / "last.pt").is_file() and (out / "checkpoints" / "best.pt").is_file()
     lines = (out / "metrics.jsonl").read_text().splitlines()
@@ -68,7 +74,7 @@ def test_run_folder_contents(teacher_run):
 
 def test_student_weights_load_with_create_model(teacher_run, data_root):
     out, _ = teacher_run
-    model = create_model(TEACHER, 3, pretrained=str(out / "student_last.pt")).eval()
+    model = create_model(TEACHER, 3, pretrained=str(out / "student_last.safetensors")).eval()
     ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
     ref = create_model(TEACHER, 3).eval()
     ref.load_state_dict(ckpt["student"])
@@ -98,13 +104,13 @@ def test_resume_reproduces_uninterrupted_run(data_root, tmp_path, teacher_run):
     resumed = fit(_cfg(data_root, tmp_path / "part", *extra), resume=True)
     assert resumed["history"][1]["train"]["loss"] == full["history"][1]["train"]["loss"]
     assert resumed["history"][1]["train"]["kd"] == full["history"][1]["train"]["kd"]
-    a = torch.load(tmp_path / "full" / "student_last.pt")
-    b = torch.load(tmp_path / "part" / "student_last.pt")
+    a = load_weights(tmp_path / "full" / "student_last.safetensors")
+    b = load_weights(tmp_path / "part" / "student_last.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_teacher_bitwise_unchanged_by_a_kd_step(teacher_run):
-    teacher = create_model(TEACHER, 3, pretrained=str(teacher_run[0] / "student_last.pt"))
+    teacher = create_model(TEACHER, 3, pretrained=str(teacher_run[0] / "student_last.safetensors"))
     student = create_model(STUDENT, 3)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     method = KD(student, teacher, temperature=4.0, alpha=0.5).train()

@@ -78,4 +78,4 @@ def test_convnext_small_matches_paper1() -> None:
 @pytest.mark.slow
 def test_twins_svt_small_matches_paper1_with_conv_linear_counting() -> None:
     gmacs = count(create_model("twins_svt_small", 40), (1, 3, 224, 224), conv_linear_only=True).gmacs
-    assert 2.8 <= gmacs < 3.0  # Table I: 2.8 (SPEC §1.1: only conv+linear counting reproduces it)
+    assert 2.8 <= gmacs < 3.0  # Table I: 2.8 (only conv+linear counting reproduces it)

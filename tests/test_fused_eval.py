@@ -16,6 +16,7 @@ from actdistill.data.synthetic_video import write_synthetic_ucf101
 from actdistill.engine.evaluate import evaluate_fused
 from actdistill.errors import ActdistillError
 from actdistill.models import create_model
+from actdistill.utils.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def _by_hand(rgb_ckpt, flow_ckpt, root, flow_root, fuse):
     test, classes = DATASETS.get("ucf101")(cfg.data, "test", None)
     models = []
     for path in (rgb_ckpt, flow_ckpt):
-        ckpt = torch.load(path, weights_only=False)
+        ckpt = load_checkpoint(path)
         model = create_model(ckpt["model"]["name"], len(classes), **ckpt["model"]["kwargs"])
         model.load_state_dict(ckpt["student"])
         models.append(model.eval())

@@ -1,4 +1,4 @@
-"""Paper 2 generative KD (SPEC §3): attention, weighted feature, CVAE/KL, weights, stages, the engine path."""
+"""Paper 2 generative KD (eqs. 3-15): attention, weighted feature, CVAE/KL, weights, stages, the engine path."""
 
 from __future__ import annotations
 

@@ -12,9 +12,9 @@ from conftest import TINY_RUN
 import actdistill.engine.fit as fit_module
 from actdistill.cli import main
 from actdistill.distill.logit import Vanilla
-from actdistill.engine.checkpoint import load_checkpoint
 from actdistill.models import create_model
 from actdistill.models.renormalize import Renormalize
+from actdistill.utils.checkpoint import load_checkpoint
 
 COMMON = [*TINY_RUN, "data.batch_size=8"]
 

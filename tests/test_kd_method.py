@@ -49,7 +49,7 @@ def test_kd_gradient_matches_closed_form():
 
 
 def test_literal_paper_values_give_negative_kd_weight():
-    """SPEC §1.2: the printed T=0.45, α=11 would weight the KD term by (1−11)·0.45² = −2.025."""
+    """Paper 1, §III-A / eq. 2: the printed T=0.45, α=11 would weight the KD term by (1−11)·0.45² = −2.025."""
     zs, zt = torch.randn(3, 4), torch.randn(3, 4)
     out = KD(Fixed(zs), Fixed(zt), temperature=0.45, alpha=11.0)(_batch(3, 4))
     raw = float(out.metrics["kl_raw"])

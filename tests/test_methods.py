@@ -31,7 +31,7 @@ PAIRS = {
         lambda: create_model("frames", 3, image_model="pvt_v2_demo"),
         (2, 3, 8, 32, 32),
     ),
-    # Paper 2's generative KD needs teacher and student features of one shape (SPEC §3.1): I3D → Top-I3D.
+    # Paper 2's generative KD needs teacher and student features of one shape (as in its official code): I3D → Top-I3D.
     "i3d_to_top_i3d": (
         lambda: create_model("i3d", 3, channel_scale=0.125),
         lambda: create_model("top_i3d", 3, channel_scale=0.125),

@@ -15,7 +15,7 @@ from actdistill.models import TimmAdapter, count_parameters, create_model, load_
 from actdistill.registry import MODELS
 
 DEMOS = [n for n in MODELS.names() if MODELS.meta(n).get("paper") == "demo"]
-PAPER1 = {  # SPEC §1.1: exact parameter counts with a 40-way head, and the paper's truncated millions
+PAPER1 = {  # paper 1, Table I: exact parameter counts with a 40-way head, and the paper's truncated millions
     "convnext_small": (49_485_448, 49.48),
     "swinv2_cr_tiny_ns_224": (27_595_228, 27.59),
     "twins_svt_small": (23_568_296, 23.56),

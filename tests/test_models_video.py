@@ -106,7 +106,7 @@ def test_late_fusion_modes() -> None:
         logit = LateFusion(rgb, flow, "logits")((clip["rgb"], clip["flow"]))
         torch.testing.assert_close(logit, (z_r.mean(-1) + z_f.mean(-1)) / 2)
         p2 = LateFusion(rgb, flow, "p2")(clip)
-        torch.testing.assert_close(p2, (z_r + z_f).softmax(1).sum(2))  # SPEC §3.4: sum of per-step probabilities
+        torch.testing.assert_close(p2, (z_r + z_f).softmax(1).sum(2))  # P2's test code: sum of per-step probabilities
     with pytest.raises(ActdistillError, match="flow"):
         LateFusion(rgb, flow)({"rgb": clip["rgb"]})
 
@@ -139,7 +139,7 @@ def test_i3d_presets_switch_temporal_kernels(name: str) -> None:
         expect = 3 if block in three_d else 1
         assert m.b1b.conv.weight.shape[2] == m.b2b.conv.weight.shape[2] == m.b3a.kernel[0] == expect
         assert m.b0.conv.weight.shape[2:] == m.b1a.conv.weight.shape[2:] == (1, 1, 1)
-    assert model.Conv3d_1a_7x7.stride == (2, 2, 2)  # temporal stride 2 even for the 1×7×7 kernel (SPEC §2.2)
+    assert model.Conv3d_1a_7x7.stride == (2, 2, 2)  # temporal stride 2 even for the 1×7×7 kernel (P2's Top-I3D code)
     assert model.MaxPool3d_4a_3x3.kernel == (3, 3, 3) and model.MaxPool3d_5a_2x2.kernel == (2, 2, 2)
 
 
@@ -159,7 +159,7 @@ def test_i3d_full_size_shapes_on_meta(name: str) -> None:
     assert ends["Conv3d_1a_7x7"].shape == (1, 64, 32, 112, 112)
     assert ends["Mixed_3c"].shape == (1, 480, 32, 28, 28)
     assert ends["Mixed_4f"].shape == (1, 832, 16, 14, 14)
-    assert ends["Mixed_5c"].shape == (1, 1024, 8, 7, 7)  # P2's feature tap, same for every preset (SPEC §2.2)
+    assert ends["Mixed_5c"].shape == (1, 1024, 8, 7, 7)  # P2's feature tap, same for every preset (as P2's code)
     assert ends["Logits"].shape == (1, 101, 7)
     assert [(f.channels, f.stride, f.temporal_stride) for f in model.feature_info] == [
         (192, 4, 2),

@@ -1,4 +1,4 @@
-"""Pinned sizes of the video models at the papers' inputs (SPEC §2.3, §4.1), counted on meta tensors (no compute)."""
+"""Pinned sizes of the video models at the papers' inputs (P2 Table 1, PCL), counted on meta tensors (no compute)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from actdistill.analysis.flops import count
 from actdistill.models.video_zoo import VIDEO_MODELS
 from actdistill.registry import MODELS
 
-# name → (exact parameter count at 101 classes, GMACs as SPEC states them, input). GMACs = FlopCounterMode FLOPs / 2.
+# name → (exact parameter count at 101 classes, measured GMACs, input). GMACs = FlopCounterMode FLOPs / 2.
 SIZES = {
-    "i3d": (12_390_789, 111.15, (1, 3, 64, 224, 224)),  # SPEC §2.3: 12.391 M, 111.15
+    "i3d": (12_390_789, 111.15, (1, 3, 64, 224, 224)),  # measured: 12.391 M, 111.15 (P2 Table 1: 111.3)
     "top_i3d": (10_532_613, 45.36, (1, 3, 64, 224, 224)),  # 10.533 M, 45.36
     "bottom_i3d": (7_561_605, 102.68, (1, 3, 64, 224, 224)),  # 7.562 M, 102.68
     "i2d": (5_703_429, 36.89, (1, 3, 64, 224, 224)),  # 5.703 M, 36.89
-    "c3d": (27_713_253, 38.50, (1, 3, 16, 112, 112)),  # SPEC §4.1: 27.713 M, 38.50
+    "c3d": (27_713_253, 38.50, (1, 3, 16, 112, 112)),  # measured: 27.713 M, 38.50
     "r3d_10": (14_413_605, 19.89, (1, 3, 16, 112, 112)),  # 14.414 M, 19.89
     "r2plus1d_10": (14_417_116, 21.36, (1, 3, 16, 112, 112)),  # 14.417 M, 21.36
     "r3d_18": (33_218_085, 40.70, (1, 3, 16, 112, 112)),  # 33.218 M, 40.70
@@ -38,14 +38,14 @@ def test_sizes_match_spec(name: str) -> None:
     want_params, want_gmacs, shape = SIZES[name]
     assert params == want_params
     assert round(params / 1e6, 3) == MODELS.meta(name)["params_m"]
-    assert gmacs == pytest.approx(want_gmacs, abs=0.006)  # SPEC's two decimals (far inside the 1 % budget)
+    assert gmacs == pytest.approx(want_gmacs, abs=0.006)  # two decimals (far inside the 1 % budget)
     assert MODELS.meta(name)["gmacs"] == want_gmacs
     assert tuple(MODELS.meta(name)["input_size"]) == shape[1:]
 
 
 @pytest.mark.slow
 def test_p2_flops_claims() -> None:
-    """P2 Table 1: teacher 111.3 G, student 45.5 G ("≈ 40.9 %"); reproduced within 0.2 G (SPEC §2.3, claim C7/C8)."""
+    """P2 Table 1: teacher 111.3 G, student 45.5 G ("≈ 40.9 %"); reproduced within 0.2 G (torch.utils.flop_counter)."""
     _, teacher = _measure("i3d")
     _, student = _measure("top_i3d")
     assert abs(teacher - MODELS.meta("i3d")["gmacs_paper"]) < 0.2

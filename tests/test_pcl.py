@@ -1,4 +1,4 @@
-"""PCL pretext transforms, memory banks, losses and convergence statistics (SPEC §4; paper 3)."""
+"""PCL pretext transforms, memory banks, losses and convergence statistics (paper 3; PCL's released code)."""
 
 from __future__ import annotations
 

@@ -16,8 +16,8 @@ import torch
 from actdistill.cli import main
 from actdistill.config import load_config
 from actdistill.data.synthetic_image import write_synthetic_stanford40
-from actdistill.engine.checkpoint import load_checkpoint
 from actdistill.engine.fit import fit
+from actdistill.utils.checkpoint import load_checkpoint, load_weights
 
 # 24 samples in batches of 2: 12 optimizer steps per epoch, so a kill lands well inside an epoch.
 COMMON = [
@@ -50,7 +50,7 @@ def reference(data_root, tmp_path_factory):
     """The uninterrupted run's final student weights and results."""
     out = tmp_path_factory.mktemp("ref") / "run"
     results = fit(load_config(None, [f"data.root={data_root}", *COMMON, f"train.out_dir={out}"]))
-    return torch.load(out / "student_last.pt"), results
+    return load_weights(out / "student_last.safetensors"), results
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
@@ -91,7 +91,7 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(data_root, reference
 
 def _check_resumed(args: list[str], out: Path, reference: tuple[dict, dict]) -> None:
     assert main(["train", *args, "--resume"]) == 0
-    assert _same_weights(torch.load(out / "student_last.pt"), reference[0])
+    assert _same_weights(load_weights(out / "student_last.safetensors"), reference[0])
     resumed = json.loads((out / "results.json").read_text())
     assert [h["train"]["loss"] for h in resumed["history"]] == [h["train"]["loss"] for h in reference[1]["history"]]
 

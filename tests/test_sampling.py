@@ -24,7 +24,7 @@ def test_dense_train_is_consecutive_and_in_range():
 
 
 def test_dense_test_is_centred_paper2():
-    # SPEC §3.11: centred start (n − 64 + 1) // 2.
+    # two-stream-pytorch's datasets/ucf101.py (used by paper 2's code): centred start (n − 64 + 1) // 2.
     assert dense_clip_indices(100, 64, mode="test")[0] == (100 - 64 + 1) // 2 == 18
     assert dense_clip_indices(64, 64, mode="test") == list(range(64))
     assert dense_clip_indices(65, 64, mode="test")[0] == 1

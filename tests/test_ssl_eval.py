@@ -1,4 +1,4 @@
-"""PCL augmentation, feature retrieval, linear probe and the fine-tuning bridge (SPEC §4.2, §4.7; paper 3)."""
+"""PCL augmentation, feature retrieval, linear probe and the fine-tuning bridge (paper 3; PCL's released code)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from actdistill.ssl.evaluate import (
 )
 from actdistill.ssl.train import PCLTupleDataset, _records
 
-# --- augmentation (SPEC §4.2) ----------------------------------------------------------------------------------
+# --- augmentation (PCL's train_vcp_contrast.py) -----------------------------------------------------------------------
 
 
 def _always_on() -> AugmentConfig:

@@ -1,4 +1,4 @@
-"""`actdistill ssl-grid`: paper 3's run plan, up-front checks, resumable runs and the convergence report (SPEC §4.7)."""
+"""`actdistill ssl-grid`: paper 3's run plan, up-front checks, resumable runs and the convergence report (§3-§4)."""
 
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ from actdistill.engine.cache_build import build_teacher_cache
 from actdistill.engine.fit import teacher_for_student
 from actdistill.errors import ActdistillError
 from actdistill.models import create_model
+from actdistill.utils.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +124,7 @@ def test_stale_cache_is_refused(tiny_stanford40, teacher_ckpt, cache_dir, tmp_pa
     with pytest.raises(ActdistillError, match="stale: seed"):
         fit_module.fit(load_config(None, [*base, "train.seed=7"]), overwrite=True)
     other = tmp_path / "other_teacher.pt"
-    ckpt = torch.load(teacher_ckpt, weights_only=False)
+    ckpt = load_checkpoint(teacher_ckpt)
     next(iter(ckpt["student"].values())).add_(1.0)
     torch.save(ckpt, other)
     with pytest.raises(ActdistillError, match="stale: teacher differs in sha256"):

@@ -53,8 +53,8 @@ class ModelFeatures:
 def load_model(path: str | Path, overrides: Sequence[str] = ()) -> tuple[nn.Module, Any, dict[str, Any]]:
     """Rebuild a checkpoint's model with loaded weights; returns `(model, config, checkpoint)`."""
     from actdistill.config import config_from_dict, merge, parse_overrides
-    from actdistill.engine.checkpoint import load_checkpoint
     from actdistill.models import create_model
+    from actdistill.utils.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
     if "model" not in ckpt or "config" not in ckpt:

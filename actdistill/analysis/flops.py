@@ -1,4 +1,4 @@
-"""Multiply-accumulate counts (GMACs, which papers 1 and 2 print as "GFLOPs"; SPEC §0.3) and parameter counts."""
+"""Multiply-accumulate counts (GMACs: the "GFLOPs" of paper 1 Table I and paper 2 Table 1) and parameter counts."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def count(model: nn.Module, input_shape: tuple[int, ...], *, conv_linear_only: b
     """GMACs of `model` on one input of `input_shape`, `(1, 3, H, W)` or `(1, 3, T, H, W)`, in eval mode, no grad.
 
     Default: every matmul and convolution seen by `torch.utils.flop_counter.FlopCounterMode` (FLOPs / 2), with timm's
-    fused attention switched off so attention matmuls are counted (SPEC §1.1). `conv_linear_only=True`: only
+    fused attention switched off so attention matmuls are counted (cf. paper 1, Table I). `conv_linear_only=True`: only
     Conv/ConvTranspose/Linear modules, via forward hooks (the convention of thop and ptflops' pytorch backend).
     """
     params = sum(p.numel() for p in model.parameters())

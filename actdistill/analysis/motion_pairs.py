@@ -76,8 +76,8 @@ def predict_test_split(
     """Test-split logits `(N, K)`, labels `(N,)` and class names of a run dir's `checkpoints/<which>.pt` (or a file)."""
     from actdistill.config import config_from_dict, merge, parse_overrides
     from actdistill.data.build import DATASETS, build_transforms, make_loader
-    from actdistill.engine.checkpoint import load_checkpoint
     from actdistill.models import create_model
+    from actdistill.utils.checkpoint import load_checkpoint
 
     path = _checkpoint_path(run, which)
     ckpt = load_checkpoint(path)

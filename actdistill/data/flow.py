@@ -2,8 +2,8 @@
 
 Flow `k` (1-based) is the motion from frame `k` to frame `k + 1`, so a video of N frames gives N − 1 flow pairs.
 Each component is clipped to ±`bound` pixels and quantised to 8 bits as `(clip(f, −b, b) + b) · 255 / (2b)`
-(the convention of Simonyan & Zisserman 2014 and of the TV-L1 flow used by paper 2, SPEC §3.11), so 127.5 is
-zero motion and a horizontal mirror maps x to 255 − x. OpenCV is an optional dependency:
+(the convention of Simonyan & Zisserman 2014 and of the TV-L1 flow used by paper 2, Implementation Details), so
+127.5 is zero motion and a horizontal mirror maps x to 255 − x. OpenCV is an optional dependency:
 TV-L1 (Zach et al. 2007) needs `opencv-contrib-python-headless`; plain OpenCV gives Farneback (2003).
 """
 

@@ -27,7 +27,7 @@ def _randint(high: int, rng: torch.Generator | None) -> int:
 
 
 def _clip(start: int, num_frames: int, clip_len: int, frame_interval: int) -> list[int]:
-    # Loop padding (SPEC §3.11 decision): a video shorter than the span repeats cyclically.
+    # Loop padding (toolkit decision; paper 2 leaves it open): a video shorter than the span repeats cyclically.
     return [(start + k * frame_interval) % num_frames for k in range(clip_len)]
 
 
@@ -36,7 +36,8 @@ def dense_clip_indices(
 ) -> list[int]:
     """`clip_len` frames `frame_interval` apart; train: random start, test: centred start `(n − span + 1) // 2`.
 
-    Paper 2 (SPEC §3.11): 64 consecutive frames, start ~ U[0, n − 64] in training, `(n − 64 + 1) // 2` at test.
+    Paper 2 (Implementation Details): 64 consecutive frames; as the two-stream-pytorch loader its official code
+    uses (datasets/ucf101.py), start ~ U[0, n − 64] in training, `(n − 64 + 1) // 2` at test.
     Videos shorter than the span `(clip_len − 1)·frame_interval + 1` start at 0 and loop.
     """
     span = _check(num_frames, clip_len, frame_interval)

@@ -1,4 +1,4 @@
-"""Image transforms: `(3, H, W)` uint8 in, `(3, size, size)` float32 normalised out (paper 1, SPEC §1.3)."""
+"""Image transforms: `(3, H, W)` uint8 in, `(3, size, size)` float32 normalised out (paper 1, §III-A)."""
 
 from __future__ import annotations
 

@@ -21,9 +21,9 @@ from actdistill.errors import ActdistillError
 Params = dict[str, Any]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-FLOW_MEAN = (0.5, 0.5)  # SPEC §3.11: 8-bit TV-L1 flow, normalised with mean 0.5, std 0.226
+FLOW_MEAN = (0.5, 0.5)  # 8-bit TV-L1 flow, mean 0.5, std 0.226 (paper 2's official code, video_transforms.py)
 FLOW_STD = (0.226, 0.226)
-RGB_SCALES = (1.0, 0.875, 0.75, 0.66)  # paper 2 / TSN MultiScaleCrop ratios (SPEC §3.11)
+RGB_SCALES = (1.0, 0.875, 0.75, 0.66)  # TSN MultiScaleCrop ratios of paper 2's official code (video_transforms.py)
 FLOW_SCALES = (1.0, 0.875, 0.75)
 
 
@@ -142,7 +142,7 @@ class RandomCrop(VideoTransform):
 
 class MultiScaleCrop(VideoTransform):
     """TSN multi-scale corner cropping (Wang et al., "Towards Good Practices for Very Deep Two-Stream ConvNets",
-    2015; SPEC §3.11): crop sides from `scales × short side` (aspect distortion ≤ `max_distort` scale steps), at one
+    2015; paper 2's code): crop sides from `scales × short side` (aspect distortion ≤ `max_distort` scale steps), at one
     of 5 (13 with `more_fix_crop`) fixed corner/centre offsets, then resize to `size`.
 
     `offsets_from="crop"` (default) spaces the offsets over `image − crop`; `"target"` reproduces paper 2's code,
@@ -278,7 +278,8 @@ def build_video_transform(
     offsets_from: str = "crop",
     hflip: bool = True,
 ) -> VideoCompose:
-    """Paper 2's pipeline (SPEC §3.11): `(T, C, H, W)` uint8 → `(C, T, H, W)` float32 normalised.
+    """Paper 2's pipeline (Implementation Details; official code's video_transforms.py): `(T, C, H, W)` uint8 →
+    `(C, T, H, W)` float32 normalised.
 
     Train: [ShortSideResize(resize)] → MultiScaleCrop(size, scales) → HorizontalFlip(0.5) [→ ColorJitter];
     test: [ShortSideResize(resize)] → CenterCrop(size). RGB uses ImageNet statistics and scales

@@ -59,8 +59,8 @@ def load_student(path: str | Path) -> tuple[nn.Module, Any, dict[str, Any]]:
     """Rebuild a checkpoint's student (model spec + "student" weights only) in eval mode: `(model, config, ckpt)`."""
     import actdistill.data.build  # noqa: F401  (registers datasets, for dataset_task)
     from actdistill.config import config_from_dict
-    from actdistill.engine.checkpoint import load_checkpoint, state_mismatch
     from actdistill.models import create_model
+    from actdistill.utils.checkpoint import load_checkpoint, state_mismatch
 
     ckpt = load_checkpoint(path)
     if "model" not in ckpt or "config" not in ckpt:

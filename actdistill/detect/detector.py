@@ -7,10 +7,10 @@ grid coordinate x stands for time `(x + 0.5)·feature_stride / fps` (see `featur
 from centre sampling per level with regression ranges (ActionFormer `label_points`), the losses are a sigmoid
 focal loss and a 1-D DIoU loss, and decoding keeps the top candidates and runs (soft-)NMS per class.
 
-With `attention=True` the stem output F is split by a per-(channel, time) attention A (1-D form of P2 eq. 8,
-SPEC §3.2) into `F_fg = F⊙A·N/ΣA` and `F_bg = F⊙(1−A)·N/Σ(1−A)` (SPEC §3.3 detection variant; the sums are taken
-per sample over valid positions and rescaled by their count N so magnitudes stay O(1)); the heads run on F_fg,
-and on F_bg for the background loss (SPEC §3.12).
+With `attention=True` the stem output F is split by a per-(channel, time) attention A (1-D form of paper 2, eq. 8)
+into `F_fg = F⊙A·N/ΣA` and `F_bg = F⊙(1−A)·N/Σ(1−A)` (the detection form of eqs. 9-10 in paper 2's official code,
+GKD/thumos14/train.py; the sums are taken per sample over valid positions and rescaled by their count N so
+magnitudes stay O(1)); the heads run on F_fg, and on F_bg for the background loss (as in that code).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class ConvBlock(nn.Module):
 
 
 class AttentionHead1d(nn.Module):
-    """P2 eq. 8 in 1-D: `A = sigmoid(GN(Conv1d(F)))`, `(B, C, T)` → `(B, C, T)` in (0, 1) (SPEC §3.2)."""
+    """P2 eq. 8 in 1-D: `A = sigmoid(GN(Conv1d(F)))`, `(B, C, T)` → `(B, C, T)` in (0, 1)."""
 
     def __init__(self, channels: int, kernel: int = 3) -> None:
         super().__init__()
@@ -116,7 +116,7 @@ class AttentionHead1d(nn.Module):
 
 
 def _weighted(x: Tensor, weight: Tensor, mask: Tensor) -> Tensor:
-    """`x⊙w · N / Σw` per sample over valid positions (SPEC §3.3 detection form, rescaled by the count N)."""
+    """`x⊙w · N / Σw` per sample over valid positions (paper 2's official detection code, rescaled by the count N)."""
     m = mask[:, None].to(x.dtype)
     total = (weight * m).sum(dim=(1, 2), keepdim=True)
     count = (m.expand_as(weight)).sum(dim=(1, 2), keepdim=True)
@@ -305,7 +305,7 @@ def detection_losses(
     """`{"cls", "reg"}`: focal loss and DIoU loss summed over valid positions / number of positives (≥ 1).
 
     `segments[b]` `(N_b, 2)` on the level-0 grid, `labels[b]` `(N_b,)`. `background=True`: the targets are the gaps
-    between the segments, with no action class (all-zero class targets), as in P2's detection variant (SPEC §3.12).
+    between the segments, with no action class (all-zero class targets), as in paper 2's official detection code.
     """
     cfg = model.config
     cls_logits, offsets, masks = _flat(heads["cls"]), _flat(heads["reg"]), torch.cat(heads["masks"], dim=1)

@@ -1,5 +1,6 @@
 """Detection training objectives as `Distiller`s: plain detection, logit KD, pyramid feature KD, attention KD, and
-paper 2's two-stage generative KD (`generative_teacher`, `generative_kd`; SPEC §3.5-§3.9, §3.12).
+paper 2's two-stage generative KD (`generative_teacher`, `generative_kd`; paper 2, eqs. 3-15, in the detection
+form of its official code).
 
 Batches are dicts: `input` `(B, C, T)` student features, optional `input_t` (the teacher's features, when it was
 extracted with another backbone), `mask` `(B, T)` bool, `segments` list of `(N_b, 2)` on the level-0 grid and
@@ -62,7 +63,7 @@ def binary_kd_loss(logits_s: Tensor, logits_t: Tensor, valid: Tensor, temperatur
 
 
 class DetectionTask(Distiller):
-    """Plain detection training (no teacher): parts `cls`, `reg`, plus `bg` for attention models (SPEC §3.12)."""
+    """Plain detection training (no teacher): parts `cls`, `reg`, plus `bg` for attention models (paper 2's code)."""
 
     uses_teacher = False
 
@@ -168,13 +169,13 @@ class FeatureKD(DetectionTask):
 
 
 class AttentionKD(FeatureKD):
-    """P2's attention distillation for detection (SPEC §3.12, eq. 11 of §3.7): task + bg losses + γ·MSE(A_S, A_T).
+    """P2's attention distillation for detection (eq. 11, official code): task + bg losses + γ·MSE(A_S, A_T).
 
     Both detectors need `attention=True` (the teacher trained with it). When their widths differ the attentions are
     compared as temporal profiles (channel means, `(B, T)`), since A_S and A_T then have different channel axes.
-    Toolkit option, not in SPEC: `feat_weight > 0` adds pyramid feature KD weighted per position by the teacher's
+    Toolkit option, not in paper 2: `feat_weight > 0` adds pyramid feature KD weighted per position by the teacher's
     foreground attention (its channel mean, max-pooled to each level), so the student imitates the teacher where
-    the teacher attends. The CVAE / L_recon / triplet-SSL terms of §3.12 are not part of this method.
+    the teacher attends. The CVAE / L_recon / triplet-SSL terms of P2's detection code are not part of this method.
     """
 
     def __init__(
@@ -216,11 +217,11 @@ class AttentionKD(FeatureKD):
         return make_output(_logits(heads), parts)
 
 
-# ------------------------------------------------------------------------------ paper 2's generative KD (§3.5-§3.12)
+# ---------------------------------------------------------------------------------- paper 2's generative KD (eqs. 3-15)
 
 
 class CVAE1d(CVAE):
-    """Paper 2's CVAE (`generative.CVAE`, SPEC §3.5 eqs. 3, 5-7) on detector features `(B, C, T)`.
+    """Paper 2's CVAE (`generative.CVAE`, paper 2, eqs. 3, 5-7) on detector features `(B, C, T)`.
 
     The maps are viewed as `(B, C, T, 1, 1)`, so the encoder's θ_i and the decoder's θ'_i become 1×1×1 (de)convs over
     channels (the video CVAE's 1×7×7 collapses a 7×7 map; here there is no spatial extent). Conditioning λ = Aᵀ, prior
@@ -257,7 +258,7 @@ def cvae_parts(
 
 
 class _GenerativeStages:
-    """Two stages per epoch (SPEC §3.9, §3.12) over a detector with an attention head and a student CVAE.
+    """Two stages per epoch (paper 2, Fig. 2; official code) over a detector with an attention head and a student CVAE.
 
     Stage 1 "generative": only the CVAE side trains (Adam 1e-4, betas (0.8, 0.999): `GenerativeStage.optim`); the
     detector and its attention run without autograd. Stage 2 "attention": detector + attention train on the detection
@@ -297,7 +298,7 @@ class _GenerativeStages:
         return {}
 
     def on_epoch(self, epoch: int) -> None:
-        """Epoch counter and the L_recon weight `min(epoch, ramp)/ramp·max` (SPEC §3.6; `paper` mode: 1)."""
+        """Epoch counter and the L_recon weight `min(epoch, ramp)/ramp·max` (P2 code; `paper`: 1, eq. 15)."""
         self.epoch = epoch
         self.recon_weight_now = recon_weight(
             epoch, self.recon_weight_mode, self.recon_max_weight, self.recon_ramp_epochs
@@ -314,7 +315,7 @@ class _GenerativeStages:
         return make_output(_logits(heads), parts)
 
     def forward_attention(self, batch: Batch) -> StepOutput:
-        """Stage 2 (§3.12): detection losses on F_fg + bg part + `w_recon`·L_recon (eq. 13) (+ γ·L_KD-att)."""
+        """Stage 2 (eq. 15): detection losses on F_fg + bg part + `w_recon`·L_recon (eq. 13) (+ γ·L_KD-att)."""
         heads = self.student_heads(batch)  # type: ignore[attr-defined]
         parts = self.task_parts(heads, batch)  # type: ignore[attr-defined]
         metrics: dict[str, Tensor | float] = {}
@@ -345,7 +346,7 @@ class _GenerativeStages:
 
 
 class GenerativeDetectionTeacher(_GenerativeStages, DetectionTask):
-    """Teacher preparation for `generative_kd` (SPEC §3.10 in the detection form of §3.12), no teacher needed.
+    """Teacher preparation for `generative_kd` (toolkit decision: paper 2 ships no teacher script), no teacher.
 
     Stage 1: `L_cvae` of the detector's own CVAE; stage 2: detection losses (+ bg) + `w_recon`·L_recon. Its
     checkpoint's `method_state.extras.cvae` is the teacher CVAE that `generative_kd` loads.
@@ -369,15 +370,15 @@ class GenerativeDetectionTeacher(_GenerativeStages, DetectionTask):
 
 
 class GenerativeKD(_GenerativeStages, AttentionKD):
-    """Paper 2's generative KD for detection (SPEC §3.12 with §3.5-§3.9): attention KD plus the CVAE stages.
+    """Paper 2's generative KD for detection (eqs. 3-15, official detection code): attention KD plus the CVAE stages.
 
     Stage 1 ("generative", eq. 14): `L_cvae + β·L_KD-gen`, L_KD-gen = MSE(F̂_S, F̂_T) (eq. 4) with the frozen teacher
-    CVAE fed the student's (F_S, A_S) as in §3.7 when both detectors have the same width; with different widths the
+    CVAE fed the student's (F_S, A_S) as in paper 2 when both detectors have the same width; with different widths the
     teacher CVAE gets the teacher's own (F_T, A_T) on the same features and a 1×1 Conv1d `gen_adapter` (trained in
-    stage 1) maps F̂_S to the teacher's width (not in SPEC). The teacher CVAE comes from the teacher checkpoint's
+    stage 1) maps F̂_S to the teacher's width (toolkit option). The teacher CVAE comes from the teacher checkpoint's
     extras (`load_teacher_extras`, a `generative_teacher` run); without them it is trained in stage 1 on the
     teacher's (F_T, A_T) with `L_cvae` (parts `teacher_cvae_mse`, `teacher_cvae_kld`) and a warning.
-    Stage 2 ("attention", eq. 15 in the §3.12 form): detection losses on F_fg + `bg_weight`·(losses on F_bg) +
+    Stage 2 ("attention", eq. 15 in P2's detection code form): detection losses on F_fg + `bg_weight`·(losses on F_bg) +
     `w_recon(epoch)`·L_recon + γ·L_KD-att. Switches `use_recon`, `use_kd_gen`, `use_kd_att` drop their parts.
     """
 
@@ -431,7 +432,7 @@ class GenerativeKD(_GenerativeStages, AttentionKD):
             self._warned = True
 
     def _kd_gen(self, batch: Batch, feature: Tensor, attention: Tensor, recon: Tensor) -> dict[str, Tensor]:
-        """Eq. 4 (β·MSE(F̂_S, F̂_T), SPEC §3.7), plus the teacher CVAE's own `L_cvae` while it is not prepared."""
+        """Eq. 4 (β·MSE(F̂_S, F̂_T), paper 2), plus the teacher CVAE's own `L_cvae` while it is not prepared."""
         parts: dict[str, Tensor] = {}
         if self.teacher_cvae_prepared and not self.use_kd_gen:
             return parts
@@ -444,7 +445,7 @@ class GenerativeKD(_GenerativeStages, AttentionKD):
         if self.use_kd_gen:
             with torch.no_grad():
                 if self.gen_adapter is None:
-                    target = self.teacher_cvae(feature, attention)[0]  # both CVAEs get the student's (F, A), §3.7
+                    target = self.teacher_cvae(feature, attention)[0]  # both CVAEs get the student's (F, A), paper 2
                 else:
                     target = self.teacher_cvae(t_feature, t_attention)[0]
             pred = recon if self.gen_adapter is None else self.gen_adapter(recon)

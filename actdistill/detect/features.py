@@ -37,7 +37,7 @@ def load_backbone(spec: str, num_classes: int = 400, **model_kwargs: Any) -> nn.
 
     path = Path(spec).expanduser()
     if path.suffix in (".pt", ".pth") or path.is_file():
-        from actdistill.engine.checkpoint import load_checkpoint
+        from actdistill.utils.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(path)
         model_spec = ckpt.get("model")

@@ -29,10 +29,10 @@ from actdistill.detect.detector import DetectorConfig, TemporalDetector, build_d
 from actdistill.detect.distill import build_method
 from actdistill.detect.features import INDEX
 from actdistill.distill.base import Stage
-from actdistill.engine.checkpoint import atomic_save, load_checkpoint
 from actdistill.engine.loop import only_stage_trainable
 from actdistill.errors import ActdistillError
 from actdistill.eval.detection import AMBIGUOUS, THUMOS14_TIOU_THRESHOLDS, detection_map
+from actdistill.utils.checkpoint import atomic_save, load_checkpoint
 
 log = logging.getLogger("actdistill.detect")
 

@@ -1,4 +1,4 @@
-"""Bridges between a student feature and a teacher feature of other shapes (SPEC §7.4-§7.7, §3.14).
+"""Bridges between a student feature and a teacher feature of other shapes (FitNets, AT, MGD, SimKD, etc.).
 
 Layouts a tap can produce: `(B, C)` vectors, `(B, N, C)` token sequences, `(B, C, H, W)` image maps and
 `(B, C, T, H, W)` video maps. `build_adapter(student_shape, teacher_shape)` plans, once, how to bring a pair to a

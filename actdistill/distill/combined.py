@@ -162,11 +162,11 @@ def scratch_copy(model: nn.Module) -> nn.Module:
     "ctkd_collaborative",
     paper="Collaborative teaching KD, Zhao et al. IEEE-TCyb 2020",
     knowledge="logits+feature",
-    source="SPEC §3.14 (no official code; T=4, a=0.9, β=1000 decided there)",
+    source="Zhao et al. IEEE-TCyb 2020; paper 2 Table 1 (no official code; T=4, a=0.9, β=1000 toolkit decisions)",
     notes="trains a scratch teacher (teacher architecture, fresh weights) alongside the student",
 )
 class Collab(FeatureDistiller):
-    """Collaborative teaching (SPEC §3.14): `L = w_ce·CE(z̄_s, y) + a·T²·KL(σ(z̄_sc/T) ‖ σ(z̄_s/T))
+    """Collaborative teaching (Zhao et al., IEEE-TCyb 2020): `L = w_ce·CE(z̄_s, y) + a·T²·KL(σ(z̄_sc/T) ‖ σ(z̄_s/T))
     + β·Σ_l AT(F_s^l, F_exp^l) + w_sc·CE(z̄_sc, y)`.
 
     z_sc: logits of a scratch teacher (the teacher's architecture with fresh weights, a trainable child module

@@ -1,4 +1,4 @@
-"""Feature-based methods: FitNets, AT, FN, MGD and SimKD (SPEC §7.4-§7.8, §3.14).
+"""Feature-based methods: FitNets, AT, FN, MGD and SimKD (original papers; paper 2, Table 1 for the video use).
 
 Feature taps are chosen per method with `student_layer`/`teacher_layer` (or `*_layers` lists for AT): a stage index
 (negative allowed), a `feature_info` name or `module:<dotted.name>` (see `taps.py`). Each method probes the tap
@@ -95,7 +95,7 @@ def layer_pairs(
 
 
 class AttentionTaps(nn.Module):
-    """AT's per-layer terms (SPEC §7.5) for a list of tap pairs; the adapters only align layouts (no parameters)."""
+    """AT's per-layer terms (ICLR-17) for a list of tap pairs; the adapters only align layouts (no parameters)."""
 
     def __init__(self, method: FeatureDistiller, pairs: list[tuple[LayerSpec, LayerSpec]]) -> None:
         super().__init__()
@@ -119,10 +119,10 @@ class AttentionTaps(nn.Module):
     "fitnet",
     paper="FitNets, Romero et al. ICLR-15",
     knowledge="feature",
-    source="SPEC §7.4; RepDistiller -a 0 -b 100, mdistiller FITNET.LOSS.FEAT_WEIGHT=100",
+    source="Romero et al. ICLR-15; RepDistiller -a 0 -b 100, mdistiller FITNET.LOSS.FEAT_WEIGHT=100",
 )
 class FitNet(FeatureDistiller):
-    """Hint learning (SPEC §7.4): `L = w_ce·CE + w·MSE_mean(r(F_s), F_t)`, one joint stage.
+    """Hint learning (FitNets, Romero et al. ICLR-15): `L = w_ce·CE + w·MSE_mean(r(F_s), F_t)`, one joint stage.
 
     The regressor r is a 1×1 (1×1×1) conv C_s→C_t followed by resizing to the teacher's (T×)H×W (adaptive pooling or
     interpolation; `adapters.py`) instead of ConvReg's stride-dependent kernels, so any size ratio, token maps and
@@ -159,10 +159,10 @@ class FitNet(FeatureDistiller):
     "at",
     paper="Attention Transfer, Zagoruyko & Komodakis ICLR-17",
     knowledge="feature",
-    source="SPEC §7.5, §3.14; RepDistiller -a 0 -b 1000, mdistiller AT.LOSS.FEAT_WEIGHT=1000",
+    source="Zagoruyko & Komodakis ICLR-17; RepDistiller -a 0 -b 1000, mdistiller AT.LOSS.FEAT_WEIGHT=1000",
 )
 class AT(FeatureDistiller):
-    """Attention transfer (SPEC §7.5): `L = w_ce·CE + β·Σ_layers mean_{b,n}(q_s − q_t)²`, q = L2-normalised mean_c F².
+    """Attention transfer (ICLR-17): `L = w_ce·CE + β·Σ_layers mean_{b,n}(q_s − q_t)²`, q = L2-normalised mean_c F².
 
     Works on `(B, C, H, W)` and `(B, C, T, H, W)` maps (for video one spatio-temporal map over T·H·W); the larger
     extent is average-pooled to the smaller, and a 2-D student against a 3-D teacher pools the teacher's time.
@@ -197,10 +197,10 @@ class AT(FeatureDistiller):
     "fn",
     paper="Feature-normalised KD, Xu et al. ECCV-20",
     knowledge="feature",
-    source="SPEC §7.8, §3.14; aztc/FNKD train_gluon_script_cifar.py (norm=2, norm_distill_w=9)",
+    source="Xu et al. ECCV-20; paper 2 Table 1; aztc/FNKD train_gluon_script_cifar.py (norm=2, norm_distill_w=9)",
 )
 class FN(FeatureDistiller):
-    """Feature-normalised KD (SPEC §7.8): `L = w_ce·CE(W f + b, y) + λ·H(softmax(z_t), softmax(W·f̂ + b))`.
+    """Feature-normalised KD (ECCV-20): `L = w_ce·CE(W f + b, y) + λ·H(softmax(z_t), softmax(W·f̂ + b))`.
 
     f is the input of the student's own classifier (found by `find_classifier`, read by a pre-hook: the pooled
     penultimate feature, `(B, D)`), f̂ = f·min(‖f‖, τ)/‖f‖, the teacher at T=1. Video: the classifier input of an I3D
@@ -257,13 +257,13 @@ def _conv(rank: int) -> type[nn.Conv2d] | type[nn.Conv3d]:
     "mgd",
     paper="Masked Generative Distillation, Yang et al. ECCV-22",
     knowledge="feature",
-    source="SPEC §7.7, §3.14; yzd-v/MGD cls/configs/distillers/mgd/res34_distill_res18_img.py",
+    source="Yang et al. ECCV-22; paper 2 Table 1; yzd-v/MGD cls/configs/distillers/mgd/res34_distill_res18_img.py",
 )
 class MGD(FeatureDistiller):
-    """MGD (SPEC §7.7): `L = w_ce·CE + α·Σ (G(align(F_s) ⊙ M) − F_t)² / B`, M a channel mask dropping with prob. λ.
+    """MGD (ECCV-22): `L = w_ce·CE + α·Σ (G(align(F_s) ⊙ M) − F_t)² / B`, M a channel mask dropping with prob. λ.
 
     align: 1×1 (1×1×1) conv when channels differ, plus resizing to the teacher's size (`adapters.py`); G: Conv3×3 →
-    ReLU → Conv3×3 (C_t→C_t), 2-D or 3-D (3×3×3, SPEC §3.14) by the rank of the aligned maps. Parts `ce`, `mgd`.
+    ReLU → Conv3×3 (C_t→C_t), 2-D or 3-D (3×3×3 for video) by the rank of the aligned maps. Parts `ce`, `mgd`.
     """
 
     def __init__(
@@ -298,7 +298,7 @@ class MGD(FeatureDistiller):
 
 
 def simkd_projector(c_in: int, c_out: int, factor: int, rank: int) -> nn.Sequential:
-    """SimKD's projector (SPEC §7.6, §3.14): Conv1×1 → BN → ReLU → Conv3×3 → BN → ReLU → Conv1×1 → BN → ReLU,
+    """SimKD's projector (Chen et al. CVPR-22): Conv1×1 → BN → ReLU → Conv3×3 → BN → ReLU → Conv1×1 → BN → ReLU,
     bias-free, hidden width C_t/factor; Conv3d with a 3×3×3 middle kernel for 5-D maps."""
     conv, bn = _conv(rank), nn.BatchNorm2d if rank == 4 else nn.BatchNorm3d
     mid = max(1, c_out // factor)
@@ -319,11 +319,11 @@ def simkd_projector(c_in: int, c_out: int, factor: int, rank: int) -> nn.Sequent
     "simkd",
     paper="SimKD, Chen et al. CVPR-22",
     knowledge="feature",
-    source="SPEC §7.6, §3.14; DefangChen/SimKD README (-c 0 -d 0 -b 1), models/util.py (factor 2)",
+    source="Chen et al. CVPR-22; paper 2 Table 1; DefangChen/SimKD README (-c 0 -d 0 -b 1), models/util.py (factor 2)",
     notes="predict and deployable() = student + projector + frozen teacher head",
 )
 class SimKD(FeatureDistiller):
-    """SimKD (SPEC §7.6): `L = w·MSE_mean(P(F_s), F_t) [+ w_ce·CE(head_t(P(F_s)), y)]`, no CE by default.
+    """SimKD (CVPR-22): `L = w·MSE_mean(P(F_s), F_t) [+ w_ce·CE(head_t(P(F_s)), y)]`, no CE by default.
 
     F_s/F_t: the last stage maps (the teacher tap must be its last stage: its head is reused). A per-frame or 2-D
     student is laid out like the teacher first (time pooled, or a time axis of 1 for a 2-D student and a 3-D

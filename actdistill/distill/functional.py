@@ -5,7 +5,7 @@ summed over classes, averaged over samples; for video, averaged over clips, not 
 All softmax / log-softmax / KL maths run in fp32, also under autocast.
 
 Shapes: every logit loss takes per-sample logits `(B, K)`. A video method that gets per-time-step
-logits `(B, K, T')` first means them over time (SPEC §3.14: `z̄ = mean_t z`); that is the method's job,
+logits `(B, K, T')` first means them over time (`z̄ = mean_t z`, a toolkit decision); that is the method's job,
 not these functions'. Feature losses take `(B, C, H, W)` or `(B, C, T, H, W)` maps. Teacher tensors are
 expected to come from a frozen teacher under `no_grad`; only `rkd_loss` detaches them itself.
 """
@@ -104,7 +104,7 @@ def dkd_parts(logits_s: Tensor, logits_t: Tensor, target: Tensor, temperature: f
 def dkd_loss(
     logits_s: Tensor, logits_t: Tensor, target: Tensor, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0
 ) -> Tensor:
-    """Decoupled KD (Zhao et al., CVPR-22; SPEC §7.2; mdistiller `DKD.py`): `α·TCKD + β·NCKD`, both ×T², batchmean.
+    """Decoupled KD (Zhao et al., CVPR-22; mdistiller `DKD.py`): `α·TCKD + β·NCKD`, both ×T², batchmean.
 
     Shapes and maths as in `dkd_parts`. Defaults are mdistiller's CIFAR ones (α=1, β=8, T=4). The CE term and the
     `min(epoch/warmup, 1)` ramp belong to the method.
@@ -116,7 +116,7 @@ def dkd_loss(
 def nkd_loss(
     logits_s: Tensor, logits_t: Tensor, target: Tensor, temperature: float = 1.0, gamma: float = 1.5
 ) -> Tensor:
-    """NKD (Yang et al., ICCV-23; SPEC §7.11; cls_KD `dis_losses/nkd.py`).
+    """NKD (Yang et al., ICCV-23; cls_KD `dis_losses/nkd.py`).
 
     `L = −mean_b p_t,g·log p_s,g − γ·T²·mean_b Σ_{c≠g} p̂_t,c^T·log p̂_s,c^T`, with p at T=1, p̂^T the softmax of the
     non-target logits at temperature T, g the target. `logits_*`: `(B, K)`; `target`: `(B,)`. Averaged over samples.
@@ -142,7 +142,7 @@ def _pearson(a: Tensor, b: Tensor, dim: int, eps: float = 1e-8) -> Tensor:
 
 
 def dist_parts(logits_s: Tensor, logits_t: Tensor, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
-    """DIST's two terms (Huang et al., NeurIPS-22; SPEC §7.10), each already ×τ².
+    """DIST's two terms (Huang et al., NeurIPS-22), each already ×τ².
 
     `y = softmax(z/τ)`, `(B, K)`. Returns `(τ²·inter, τ²·intra)` with `inter = 1 − mean_b ρ(y_s[b,:], y_t[b,:])`
     (correlation over classes, per sample) and `intra = 1 − mean_c ρ(y_s[:,c], y_t[:,c])` (over the batch, per
@@ -163,7 +163,7 @@ def dist_parts(logits_s: Tensor, logits_t: Tensor, temperature: float = 1.0) -> 
 def dist_loss(
     logits_s: Tensor, logits_t: Tensor, beta: float = 1.0, gamma: float = 1.0, temperature: float = 1.0
 ) -> Tensor:
-    """DIST (Huang et al., NeurIPS-22; SPEC §7.10): `τ²·(β·inter + γ·intra)`; see `dist_parts`. Scalar."""
+    """DIST (Huang et al., NeurIPS-22): `τ²·(β·inter + γ·intra)`; see `dist_parts`. Scalar."""
     inter, intra = dist_parts(logits_s, logits_t, temperature)
     return beta * inter + gamma * intra
 
@@ -172,7 +172,7 @@ def dist_loss(
 
 
 def attention_map(feat: Tensor, p: float = 2) -> Tensor:
-    """Attention map of Zagoruyko & Komodakis (ICLR-17, the mean-of-|A|^p map; SPEC §7.5).
+    """Attention map of Zagoruyko & Komodakis (ICLR-17, the mean-of-|A|^p map).
 
     `q(f) = L2-normalise(mean_c |f|^p)` flattened over all positions: `(B, C, H, W) → (B, H·W)` and, for video,
     `(B, C, T, H, W) → (B, T·H·W)` (one spatio-temporal map, not per frame). fp32.
@@ -183,7 +183,7 @@ def attention_map(feat: Tensor, p: float = 2) -> Tensor:
 
 
 def at_loss(feat_s: Tensor, feat_t: Tensor, p: float = 2, mode: str = "code") -> Tensor:
-    """Attention transfer (Zagoruyko & Komodakis, ICLR-17; SPEC §7.5), one layer, without the β weight.
+    """Attention transfer (Zagoruyko & Komodakis, ICLR-17), one layer, without the β weight.
 
     `feat_*`: `(B, C_*, H, W)` or `(B, C_*, T, H, W)`; channel counts may differ. Where the extents differ, each
     dim of the larger map is adaptive-avg-pooled to the smaller size before `q` (RepDistiller / mdistiller).
@@ -200,7 +200,7 @@ def at_loss(feat_s: Tensor, feat_t: Tensor, p: float = 2, mode: str = "code") ->
 
 
 def hint_loss(feat_s: Tensor, feat_t: Tensor) -> Tensor:
-    """FitNets hint loss (Romero et al., ICLR-15; SPEC §7.4; RepDistiller `FitNet.py`): `MSE_mean(r(f_s), f_t)`.
+    """FitNets hint loss (Romero et al., ICLR-15; RepDistiller `FitNet.py`): `MSE_mean(r(f_s), f_t)`.
 
     The mean runs over all elements (RepDistiller / mdistiller); the paper's ½‖·‖² summed over the batch is this
     value times numel/2. `feat_s` is the regressor's output and must have exactly `feat_t`'s shape (any rank);
@@ -215,7 +215,7 @@ def hint_loss(feat_s: Tensor, feat_t: Tensor) -> Tensor:
 
 
 def simkd_loss(feat_s_projected: Tensor, feat_t: Tensor) -> Tensor:
-    """SimKD (Chen et al., CVPR-22; SPEC §7.6; DefangChen/SimKD): `MSE_mean(P(f_s), f_t)` over all elements.
+    """SimKD (Chen et al., CVPR-22; DefangChen/SimKD): `MSE_mean(P(f_s), f_t)` over all elements.
 
     `(B, C, H, W)` or `(B, C, T, H, W)`, equal channel counts; the larger spatial/temporal extent is
     adaptive-avg-pooled to the smaller first. (The reference pools the *student* before its projector when the
@@ -234,7 +234,7 @@ def mgd_mask(
     device: torch.device | str | None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """MGD's random keep-mask (Yang et al., ECCV-22; SPEC §7.7): each entry is 0 with probability `ratio`.
+    """MGD's random keep-mask (Yang et al., ECCV-22): each entry is 0 with probability `ratio`.
 
     `shape` is the feature's `(B, C, H, W)` or `(B, C, T, H, W)`. `kind="channel"` (classification default) gives
     `(B, C, 1, 1[, 1])`; `kind="spatial"` (detection default) gives `(B, 1, H, W)` / `(B, 1, T, H, W)`. float32 0/1.
@@ -265,7 +265,7 @@ def mgd_loss(
     mask: str = "channel",
     generator_rng: torch.Generator | None = None,
 ) -> Tensor:
-    """Masked generative distillation (Yang et al., ECCV-22; SPEC §7.7; yzd-v/MGD `cls/.../mgd.py`).
+    """Masked generative distillation (Yang et al., ECCV-22; yzd-v/MGD `cls/.../mgd.py`).
 
     `L = α · Σ_{b,c,...} (G(s ⊙ M) − f_t)² / B`: a sum over channels and positions, a mean over the B samples.
     `feat_s_aligned` (the student map after the 1×1 align conv) and `feat_t` are `(B, C, H, W)` or `(B, C, T, H, W)`
@@ -289,7 +289,7 @@ def fn_loss(
     logits_t: Tensor,
     norm_cap: float = 2.0,
 ) -> Tensor:
-    """Feature-normalised KD's distillation term (Xu et al., ECCV-20; SPEC §7.8, §3.14; aztc/FNKD).
+    """Feature-normalised KD's distillation term (Xu et al., ECCV-20; aztc/FNKD).
 
     `x2 = W·(min(‖f‖₂, τ)·f/‖f‖₂) + b`, then `H(softmax(z_t), softmax(x2)) = −mean_b Σ_k softmax(z_t)_k·log
     softmax(x2)_k` (soft cross-entropy, teacher at T=1, averaged over samples). For ‖f‖ > τ and b = 0 this is KD
@@ -346,7 +346,7 @@ def rkd_loss(emb_s: Tensor, emb_t: Tensor, distance_weight: float = 25.0, angle_
 
 
 def crd_nce_loss(scores: Tensor, num_data: int, eps: float = 1e-7) -> Tensor:
-    """CRD's NCE loss for one side (Tian et al., ICLR-20; SPEC §7.9; RepDistiller `crd/criterion.py`).
+    """CRD's NCE loss for one side (Tian et al., ICLR-20; RepDistiller `crd/criterion.py`).
 
     `scores`: `(B, K+1)` exponentiated, Z-normalised scores, the positive in column 0. With `m = K`, `P_n = 1/N`:
     `ℓ = −(1/B) Σ_b [log(o_pos/(o_pos + m·P_n + ε)) + Σ_neg log(m·P_n/(o_neg + m·P_n + ε))]` (sum over negatives,
@@ -364,7 +364,7 @@ def crd_nce_loss(scores: Tensor, num_data: int, eps: float = 1e-7) -> Tensor:
 
 
 def crd_loss(scores_s: Tensor, scores_t: Tensor, num_data: int, eps: float = 1e-7) -> Tensor:
-    """CRD (Tian et al., ICLR-20; SPEC §7.9): `ℓ(o_s) + ℓ(o_t)` with ℓ = `crd_nce_loss`; scores `(B, K+1)` each."""
+    """CRD (Tian et al., ICLR-20): `ℓ(o_s) + ℓ(o_t)` with ℓ = `crd_nce_loss`; scores `(B, K+1)` each."""
     return crd_nce_loss(scores_s, num_data, eps) + crd_nce_loss(scores_t, num_data, eps)
 
 
@@ -389,7 +389,7 @@ class _GradientReversal(torch.autograd.Function):
 
 
 def gradient_reverse(x: Tensor, lambda_: float) -> Tensor:
-    """Gradient-reversal layer (Ganin & Lempitsky 2015; CTKD, Li et al. AAAI-23; SPEC §7.3).
+    """Gradient-reversal layer (Ganin & Lempitsky 2015; CTKD, Li et al. AAAI-23).
 
     Forward `GRL(x) = x`; backward `∂L/∂x ← λ·∂L/∂x` (λ ≤ 0 in CTKD, so θ ascends the KD loss). Any shape.
     """
@@ -397,7 +397,7 @@ def gradient_reverse(x: Tensor, lambda_: float) -> Tensor:
 
 
 def ctkd_temperature(theta: Tensor, lambda_: float, t_start: float = 1.0, t_end: float = 20.0) -> Tensor:
-    """CTKD's global temperature (Li et al., AAAI-23; SPEC §7.3; zhengli97/CTKD `models/temp_global.py`).
+    """CTKD's global temperature (Li et al., AAAI-23; zhengli97/CTKD `models/temp_global.py`).
 
     `T = t_start + t_end·sigmoid(GRL(θ, λ))` ∈ (t_start, t_start + t_end); θ is a learnable tensor (a scalar,
     init 1 → T ≈ 15.62). Computed in fp32 with autocast off; same shape as `theta`.
@@ -407,7 +407,7 @@ def ctkd_temperature(theta: Tensor, lambda_: float, t_start: float = 1.0, t_end:
 
 
 def ctkd_lambda(epoch: int, max_value: float = 0.0, min_value: float = -1.0, num_loops: int = 10) -> float:
-    """CTKD's GRL factor schedule (zhengli97/CTKD `train_student.py::CosineDecay`; SPEC §7.3), epochs from 1.
+    """CTKD's GRL factor schedule (zhengli97/CTKD `train_student.py::CosineDecay`; Li et al. AAAI-23), epochs from 1.
 
     `λ(e) = (cos(π·min(e, N)/N) + 1)/2 · (max − min) + min`, N = `num_loops`: λ(1) ≈ −0.0245, λ(5) = −0.5,
     λ(e ≥ 10) = −1 with the defaults.

@@ -1,10 +1,10 @@
-"""Paper 2: generative model-based feature KD for video (SPEC §3): attention module, CVAE and the two-stage methods.
+"""Paper 2: generative model-based feature KD for video (as in its official code): attention module, CVAE, methods.
 
-Shapes (SPEC §3.1): `F = Mixed_5c(x) ∈ R^{B×C×T'×H'×W'}` (1024×8×7×7 for a 64×224² clip), `A ∈ (0,1)^{B×C×T'}`.
+Shapes (paper 2's code): `F = Mixed_5c(x) ∈ R^{B×C×T'×H'×W'}` (1024×8×7×7 for a 64×224² clip), `A ∈ (0,1)^{B×C×T'}`.
 Methods registered here:
   * `generative` (student, frozen teacher): Stage 1 "generative" trains the student CVAE with eq. 14, Stage 2
-    "attention" trains the student backbone + attention module with eq. 15 (SPEC §3.8-§3.9);
-  * `generative_teacher` (no teacher): the same two stages without KD terms (SPEC §3.10); its checkpoint's method
+    "attention" trains the student backbone + attention module with eq. 15 (paper 2, Fig. 2);
+  * `generative_teacher` (no teacher): the same two stages without KD terms (toolkit decision); its checkpoint's method
     extras (`attention`, `cvae`) are what `generative` loads through `teacher_extras`.
 Stage 1 wants Adam(1e-4, betas (0.8, 0.999)): its `GenerativeStage.optim` carries that override for the engine.
 """
@@ -32,19 +32,19 @@ CVAE_OPTIM: dict[str, Any] = {"name": "adam", "lr": 1e-4, "betas": (0.8, 0.999),
 
 
 def group_count(channels: int, groups: int = 32) -> int:
-    """GroupNorm groups: the largest divisor of `channels` that also divides `groups` (32 for 512/1024, SPEC §3.2)."""
+    """GroupNorm groups: the largest divisor of `channels` that also divides `groups` (32 for 512/1024 in P2's code)."""
     return math.gcd(channels, groups)
 
 
-# ------------------------------------------------------------------------------------------------ attention (§3.2)
+# ------------------------------------------------------------------------------------------- attention (paper 2, eq. 8)
 
 
 class AttentionModule(nn.Module):
-    """Eq. 8 as the code does it (SPEC §3.2): `(B, C, T', H', W')` → `A ∈ (0,1)^{B×C×T'}`.
+    """Eq. 8 as paper 2's official code does it (BDNet_student.py): `(B, C, T', H', W')` → `A ∈ (0,1)^{B×C×T'}`.
 
     Conv3d(C→hidden, (1,kh,kw)) → GN → ReLU → squeeze → nearest-upsample the T' axis to length `interp_len` (= C)
     → Conv1d(hidden→C, k3, pad 1) over that axis → GN → ReLU → Linear(interp_len→T') → Sigmoid.
-    The Linear and the first ReLU are not in eq. 8 (SPEC §3.13 item 3); the code's "deconv1" is a plain conv.
+    The Linear and the first ReLU are not in eq. 8 (paper 2's code adds them); the code's "deconv1" is a plain conv.
     """
 
     def __init__(
@@ -77,7 +77,7 @@ class AttentionModule(nn.Module):
 
 
 def attention_weighted_feature(feature: Tensor, attention: Tensor, per_sample: bool = False) -> Tensor:
-    """Eq. 9-10 as coded (SPEC §3.3): `F' = (F ⊙ A) · ΣF / Σ(F ⊙ A)`, θ = identity, σ not detached.
+    """Eq. 9-10 as P2's code has it (train_Top_I3D_KD.py): `F' = (F ⊙ A) · ΣF / Σ(F ⊙ A)`, θ = identity, σ not detached.
 
     `feature` `(B, C, T', H', W')`, `attention` `(B, C, T')` broadcast over H'×W'. The sums run over the whole
     batch tensor (faithful) or over each sample (`per_sample=True`, batch-size independent); either way the total
@@ -91,11 +91,12 @@ def attention_weighted_feature(feature: Tensor, attention: Tensor, per_sample: b
     return weighted * torch.where(den != 0, num / safe, torch.ones_like(den))
 
 
-# ------------------------------------------------------------------------------------------------------ CVAE (§3.5)
+# ------------------------------------------------------------------------------------------ CVAE (paper 2, eqs. 3, 5-7)
 
 
 class CVAE(nn.Module):
-    """Conditional VAE of eqs. 3, 5-7 (SPEC §3.5), conditioned on λ = Aᵀ `(B, T', C)`; prior N(λ, I), fixed.
+    """Conditional VAE of paper 2, eqs. 3, 5-7 (official code: BDNet_student.py), conditioned on λ = Aᵀ `(B, T', C)`;
+    prior N(λ, I), fixed.
 
     Encoder: Conv3d(C→C, (1,kh,kw)) → GN → ReLU → (B, C, T') ⊕ A → Linear(2C→H) → ReLU → Linear(H→H) → ReLU →
     Linear(H→2L) giving μ, logσ² `(B, T', L)`. Decoder: (z ⊕ λ) → Linear(L+C→H) → ReLU → Linear(H→H) → ReLU →
@@ -115,11 +116,11 @@ class CVAE(nn.Module):
         super().__init__()
         latent = latent or channels
         if latent != channels:
-            raise ActdistillError(f"CVAE latent size must equal channels ({channels}): the prior mean is A (§3.5)")
+            raise ActdistillError(f"CVAE latent size must equal channels ({channels}): the prior mean is A (paper 2)")
         hidden = hidden or channels
         self.channels, self.time_steps, self.latent = channels, time_steps, latent
         kernel = (1, *spatial)
-        self.enc_conv = nn.Conv3d(channels, channels, kernel)  # θ_i: 1×7×7, keeps C (SPEC §3.13 item 2)
+        self.enc_conv = nn.Conv3d(channels, channels, kernel)  # θ_i: 1×7×7, keeps C (as paper 2's code does)
         self.enc_gn = nn.GroupNorm(group_count(channels, groups), channels)
         self.enc_mlp = nn.Sequential(
             nn.Linear(2 * channels, hidden),
@@ -162,7 +163,7 @@ class CVAE(nn.Module):
         return self.decode(lam + torch.randn_like(lam), attention)
 
 
-# ---------------------------------------------------------------------------------------------- losses (§3.4-§3.8)
+# ------------------------------------------------------------------------------------------ losses (paper 2, eqs. 4-15)
 
 
 def kl_to_prior(mu: Tensor, logvar: Tensor, prior_mean: Tensor) -> Tensor:
@@ -178,7 +179,7 @@ def cvae_loss(
 
 
 def recon_weight(epoch: int, mode: str = "code", max_weight: float = 0.5, ramp_epochs: int = 20) -> float:
-    """Weight of L_recon in eq. 15 (SPEC §3.6): code `min(epoch, 20)/20 · 0.5` (epochs from 1); `paper` gives 1."""
+    """Weight of L_recon in eq. 15: P2's code `min(epoch, 20)/20 · 0.5` (epochs from 1); `paper` gives 1."""
     if mode == "paper":
         return 1.0
     if mode != "code":
@@ -187,7 +188,7 @@ def recon_weight(epoch: int, mode: str = "code", max_weight: float = 0.5, ramp_e
 
 
 def classification_loss(logits: Tensor, labels: Tensor, mode: str = "summed_prob") -> Tensor:
-    """L_clf (eq. 12, SPEC §3.4) on per-step logits `(B, K, T')` (or `(B, K)`).
+    """L_clf (paper 2, eq. 12; official code) on per-step logits `(B, K, T')` (or `(B, K)`).
 
     `summed_prob` (faithful): `CE(Σ_t softmax_K(logits), y)` — a second log-softmax over the summed probabilities.
     `mean_logit` (clean): `CE(mean_t logits, y)`. Mean over the batch.
@@ -230,7 +231,7 @@ def feature_shape(model: nn.Module, input_size: Sequence[int], in_channels: int 
 
 
 class _AttentionCVAE(Distiller):
-    """Shared two-stage machinery (SPEC §3.8-§3.9): the trainable attention module and CVAE on the last feature map.
+    """Shared two-stage machinery (paper 2, Fig. 2): the trainable attention module and CVAE on the last feature map.
 
     Stage 1 ("generative"): params = CVAE; the backbone and attention run without autograd (they are frozen then,
     BN statistics still update as in the code). Stage 2 ("attention"): params = backbone + attention; the CVAE
@@ -349,13 +350,14 @@ _COMMON_NOTES = "two stages per epoch (generative: CVAE, Adam 1e-4; attention: b
 
 @register_method(
     "generative_teacher",
-    paper="Generative model-based feature KD (paper 2) — teacher preparation, SPEC §3.10",
+    paper="Generative model-based feature KD (paper 2) — teacher preparation (toolkit decision)",
     knowledge="none",
-    source="SPEC §3.10 (decision: the paper-2 stages without KD terms)",
+    source="toolkit decision: the paper-2 stages without KD terms (no teacher script in its code)",
     notes=_COMMON_NOTES + "; its checkpoint feeds generative's teacher_extras",
 )
 class GenerativeTeacher(_AttentionCVAE):
-    """SPEC §3.10: train I3D + attention + CVAE; stage 1 `L_cvae`, stage 2 `L_clf + w_recon·L_recon` (no KD).
+    """Toolkit decision (paper 2 ships no teacher script): train I3D + attention + CVAE; stage 1 `L_cvae`,
+    stage 2 `L_clf + w_recon·L_recon` (no KD).
 
     Also the "I3D+Att" / "Top-I3D+Att" rows of Table 4 (with `use_recon`). Its extras `attention`, `cvae` are saved
     by the engine under `ckpt["method"]["extras"]`.
@@ -399,11 +401,11 @@ class GenerativeTeacher(_AttentionCVAE):
     "generative",
     paper="Generative model-based feature KD for video, paper 2 eqs. 4-15",
     knowledge="feature (generative) + attention",
-    source="SPEC §3 (official code: BDNet_student.py, train_Top_I3D_KD.py)",
+    source="paper 2, eqs. 3-15 (official code: BDNet_student.py, train_Top_I3D_KD.py)",
     notes=_COMMON_NOTES,
 )
 class Generative(_AttentionCVAE):
-    """Paper 2 (SPEC §3.7-§3.9). Stage 1, eq. 14: `L_cvae + β·MSE(F̂_S, F̂_T)`, both CVAEs fed the student's (F, A).
+    """Paper 2 (eqs. 4, 11, 14-15). Stage 1, eq. 14: `L_cvae + β·MSE(F̂_S, F̂_T)`, both CVAEs fed the student's (F, A).
     Stage 2, eq. 15: `L_clf + w_recon(epoch)·L_recon + γ·MSE(A_S, A_T)`, A_T from the frozen teacher + its attention.
 
     The teacher side (`teacher_side.attention`, `teacher_side.cvae`) is frozen and loaded from `teacher_extras`, a
@@ -467,7 +469,7 @@ class Generative(_AttentionCVAE):
         self.teacher_extras = teacher_extras
 
     def _load_teacher_extras(self, path: str) -> None:
-        from actdistill.engine.checkpoint import load_checkpoint
+        from actdistill.utils.checkpoint import load_checkpoint
 
         extras = load_checkpoint(path).get("method", {}).get("extras", {})
         missing = [k for k in ("attention", "cvae") if k not in extras]
@@ -491,7 +493,7 @@ class Generative(_AttentionCVAE):
         return self
 
     def _kd_gen(self, feature: Tensor, attention: Tensor, recon: Tensor) -> dict[str, Tensor]:
-        """Eq. 4: `β·MSE(F̂_S, F̂_T)`, the teacher CVAE fed the student's (F, A) with its own ε (SPEC §3.7)."""
+        """Eq. 4: `β·MSE(F̂_S, F̂_T)`, the teacher CVAE fed the student's (F, A) with its own ε (paper 2's code)."""
         if not self.use_kd_gen:
             return {}
         with torch.no_grad():

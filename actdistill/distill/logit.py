@@ -1,4 +1,4 @@
-"""Logit-based methods: the plain baseline, Hinton KD (paper 1, eq. 2), DKD, CTKD and DIST (SPEC §7.1-§7.3, §7.10).
+"""Logit-based methods: the plain baseline, Hinton KD (paper 1, eq. 2), DKD, CTKD and DIST (their original papers).
 
 Also home of `register_method`, which registers a method with metadata that `actdistill list methods` prints
 (paper, knowledge type, defaults read from the keyword-only signature, source of the defaults).
@@ -77,12 +77,12 @@ class Vanilla(Distiller):
 
 
 @register_method(
-    "kd", paper="Hinton et al. 2015; paper 1 eq. 2", knowledge="logits", source="SPEC §1.2 (paper 1, T/alpha swapped)"
+    "kd", paper="Hinton et al. 2015; paper 1 eq. 2", knowledge="logits", source="paper 1, §III-A: T/alpha swapped"
 )
 class KD(Distiller):
     """Paper 1, eq. 2: `L = (1 − α)·T²·KL(p_t^T ‖ p_s^T) + α·CE(z_s, y)`; α weights the HARD loss.
 
-    Defaults T=11, α=0.45 (SPEC §1.2): the paper prints "T = 0.45 and alpha = 11", which read literally
+    Defaults T=11, α=0.45 (paper 1, eq. 2): its §III-A prints "T = 0.45 and alpha = 11", which read literally
     gives a negative KD weight (1 − 11)·0.45² = −2.03 that pushes the student away from the teacher, and a
     temperature below 1 that sharpens instead of softening; the two values were evidently swapped.
     Logged parts: `ce` and `kd` (weighted, summing to the loss); metrics `kl_raw` (unscaled KL) and `ce_raw`.
@@ -109,10 +109,10 @@ class KD(Distiller):
     "dkd",
     paper="Decoupled KD, Zhao et al. CVPR-22",
     knowledge="logits",
-    source="SPEC §7.2; mdistiller engine/cfg.py (CIFAR)",
+    source="Zhao et al. CVPR-22; mdistiller engine/cfg.py (CIFAR)",
 )
 class DKD(Distiller):
-    """Decoupled KD (SPEC §7.2): `L = w_ce·CE + min(epoch/warmup, 1)·(α·TCKD + β·NCKD)`, TCKD/NCKD ×T², batchmean.
+    """Decoupled KD (CVPR-22): `L = w_ce·CE + min(epoch/warmup, 1)·(α·TCKD + β·NCKD)`, TCKD/NCKD ×T², batchmean.
 
     The warm-up scales only the DKD term; the epoch comes from `on_epoch` (from 1) and is checkpointed by the base
     class. Video logits `(B, K, T')` are averaged over time first. Parts `ce`, `dkd`; metrics `tckd`, `nckd`
@@ -170,10 +170,10 @@ class GlobalTemperature(nn.Module):
     "ctkd_curriculum",
     paper="Curriculum Temperature KD, Li et al. AAAI-23",
     knowledge="logits",
-    source="SPEC §7.3, §3.14; zhengli97/CTKD train_student.py, scripts/run_cifar_distill.sh",
+    source="Li et al. AAAI-23; paper 2 Table 1; zhengli97/CTKD train_student.py, scripts/run_cifar_distill.sh",
 )
 class CTKD(Distiller):
-    """Curriculum temperature KD (SPEC §7.3, §3.14): `L = w_ce·CE + w_kd·T²·KL(p_t^T ‖ p_s^T)` with a learned T.
+    """Curriculum temperature KD (AAAI-23): `L = w_ce·CE + w_kd·T²·KL(p_t^T ‖ p_s^T)` with a learned T.
 
     `T = t_start + t_end·sigmoid(GRL(θ, λ(e)))` ∈ (t_start, t_start + t_end), θ init 1 (T ≈ 15.62); the gradient
     reversal multiplies θ's gradient by `λ(e) = ctkd_lambda(e)` (cosine 0 → −1 over `decay_loops` epochs), so θ
@@ -224,10 +224,10 @@ class CTKD(Distiller):
     "dist",
     paper="DIST, Huang et al. NeurIPS-22",
     knowledge="logits",
-    source="SPEC §7.10; hunto/image_classification_sota configs/strategies/distill/resnet_dist.yaml",
+    source="Huang et al. NeurIPS-22; hunto/image_classification_sota configs/strategies/distill/resnet_dist.yaml",
 )
 class DIST(Distiller):
-    """KD from a stronger teacher (SPEC §7.10): `L = w_ce·CE + w_kd·τ²·(β·inter + γ·intra)`.
+    """KD from a stronger teacher (NeurIPS-22): `L = w_ce·CE + w_kd·τ²·(β·inter + γ·intra)`.
 
     inter/intra are 1 − Pearson correlation of `softmax(z/τ)` per sample (over classes) and per class (over the
     batch; needs B ≥ 2). Video logits are averaged over time. Parts `ce`, `dist`; metrics `inter`, `intra` (×τ²).

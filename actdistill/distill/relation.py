@@ -1,4 +1,4 @@
-"""Relation-based methods: RKD and CRD (SPEC §7.9; functional `rkd_parts`, `crd_loss`).
+"""Relation-based methods: RKD and CRD (Park et al. CVPR-19, Tian et al. ICLR-20; functional `rkd_parts`, `crd_loss`).
 
 Both embed a globally average-pooled feature map (default: the last stage) per sample: `(B, C, …) → (B, C)`.
 """
@@ -105,10 +105,10 @@ class ContrastMemory(nn.Module):
     "crd",
     paper="Contrastive Representation Distillation, Tian et al. ICLR-20",
     knowledge="relation",
-    source="SPEC §7.9; RepDistiller scripts/run_cifar_distill.sh (K=16384, τ=0.07, m=0.5, -b 0.8)",
+    source="Tian et al. ICLR-20; RepDistiller scripts/run_cifar_distill.sh (K=16384, τ=0.07, m=0.5, -b 0.8)",
 )
 class CRD(PooledRelationDistiller):
-    """CRD (SPEC §7.9): `L = w_ce·CE + w·(ℓ(o_s) + ℓ(o_t))` with NCE over one positive and K negatives per sample.
+    """CRD (ICLR-20): `L = w_ce·CE + w·(ℓ(o_s) + ℓ(o_t))` with NCE over one positive and K negatives per sample.
 
     e = L2norm(Linear(pooled feature)) (dim `feat_dim`, one trainable embedding per side); o_s = exp(⟨M_t[idx], e_s⟩/τ)
     / Z_s and o_t = exp(⟨M_s[idx], e_t⟩/τ) / Z_t, Z fixed on the first batch as mean(o)·N; idx = [index, K negatives]

@@ -16,7 +16,7 @@ file names a base recipe, the datasets, runs to prepare once per dataset (the te
       - {method: {name: kd, temperature: 4}}
 
 `"{label}"` anywhere in a string is replaced by the prepared run's `checkpoints/last.pt` and `"{label.weights}"` by
-its plain weights `student_last.pt` (to start another prepared run from it). Runs live in
+its plain weights `student_last.safetensors` (to start another prepared run from it). Runs live in
 `<out_dir>/<dataset>/<label>` (prepared) and `<out_dir>/<dataset>/<label>_seed<s>` (methods); every run's config is
 checked before the first one trains; a run whose `results.json` exists is reused, so an interrupted comparison
 continues where it stopped. The report (`report.md`, `summary.json`, one curves PNG per dataset) gives top-1 and top-5
@@ -72,10 +72,10 @@ def _label(entry: dict[str, Any]) -> str:
 
 def _substitute(value: Any, paths: dict[str, str]) -> Any:
     """Replace `"{label}"` with a prepared run's `checkpoints/last.pt` and `"{label.weights}"` with its plain
-    `student_last.pt` (for `student.pretrained`), recursively."""
+    `student_last.safetensors` (for `student.pretrained`), recursively."""
     if isinstance(value, str):
         for label, path in paths.items():
-            weights = str(Path(path).parent.parent / "student_last.pt")
+            weights = str(Path(path).parent.parent / "student_last.safetensors")
             value = value.replace("{" + label + ".weights}", weights).replace("{" + label + "}", path)
         return value
     if isinstance(value, dict):

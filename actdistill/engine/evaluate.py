@@ -9,11 +9,11 @@ from torch import nn
 
 from actdistill.config import config_from_dict, merge, parse_overrides
 from actdistill.data.build import DATASETS, build_transforms, make_loader
-from actdistill.engine.checkpoint import load_checkpoint
 from actdistill.engine.loop import evaluate
 from actdistill.engine.runtime import resolve_device, resolve_precision
 from actdistill.errors import ActdistillError
 from actdistill.models import create_model
+from actdistill.utils.checkpoint import load_checkpoint
 
 
 def _load_model(path: str | Path, ckpt: dict[str, Any], num_classes: int, where: str) -> nn.Module:
@@ -51,7 +51,7 @@ def evaluate_fused(
     mode: str = "softmax",
     rgb_weight: float = 0.5,
 ) -> dict[str, Any]:
-    """Two-stream test accuracy: an RGB and a flow checkpoint fused late (`LateFusion`, paper 2 §4 / SPEC §3.4).
+    """Two-stream test accuracy: an RGB and a flow checkpoint fused late (`LateFusion`, paper 2's official code).
 
     The data settings are the RGB run's (overrides apply), read with `modality=rgb+flow` and the flow run's
     `flow_root`; each stream gets its own test transform and normalisation.

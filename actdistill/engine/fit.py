@@ -19,16 +19,7 @@ from actdistill import __version__
 from actdistill.config import Config, ModelConfig, save_config
 from actdistill.data.build import build_datasets, build_transforms, dataset_task, make_loader
 from actdistill.distill.base import Distiller
-from actdistill.engine.checkpoint import (
-    atomic_save,
-    load_checkpoint,
-    load_resumable,
-    restore_training_state,
-    rng_state,
-    rotate,
-    set_rng_state,
-    state_mismatch,
-)
+from actdistill.engine.checkpoint import load_resumable, restore_training_state, rotate
 from actdistill.engine.distributed import DistContext, Replicas, init_distributed, wrap_distiller
 from actdistill.engine.logging import MetricsLogger
 from actdistill.engine.loop import EpochState, TrainingInterrupted, evaluate, train_one_epoch
@@ -39,6 +30,14 @@ from actdistill.errors import ActdistillError, suggest
 from actdistill.models import create_model
 from actdistill.models.renormalize import Renormalize
 from actdistill.registry import METHODS
+from actdistill.utils.checkpoint import (
+    atomic_save,
+    load_checkpoint,
+    rng_state,
+    save_weights,
+    set_rng_state,
+    state_mismatch,
+)
 
 log = logging.getLogger("actdistill")
 
@@ -62,7 +61,7 @@ def prepare_run_dir(out_dir: str | Path, *, resume: bool, overwrite: bool, creat
     if overwrite and run.exists() and not resume:
         for name in ("checkpoints", "tensorboard"):
             shutil.rmtree(run / name, ignore_errors=True)
-        for name in ("metrics.jsonl", "results.json", "student_best.pt", "student_last.pt"):
+        for name in ("metrics.jsonl", "results.json", "student_best.safetensors", "student_last.safetensors"):
             (run / name).unlink(missing_ok=True)
     (run / "checkpoints").mkdir(parents=True, exist_ok=True)
     return run
@@ -201,8 +200,8 @@ def _versions() -> dict[str, str]:
         timm_version = "absent"
     return {
         "actdistill": __version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
         "timm": timm_version,
         "python": platform.python_version(),
     }
@@ -433,7 +432,8 @@ def _fit(cfg: Config, ctx: DistContext, device: torch.device, *, resume: bool, o
                     if value > best["value"]:
                         best = {"epoch": epoch, "value": value, "metrics": record["test"]}
                         write(checkpoint_state(epoch), run / "checkpoints" / "best.pt")
-                        write(student.state_dict(), run / "student_best.pt")
+                        if ctx.is_main:
+                            save_weights(student.state_dict(), run / "student_best.safetensors")
                 record["epoch_time_s"] = round(time.perf_counter() - tick, 2)
                 history.append(record)
                 if metrics_log is not None:
@@ -450,7 +450,8 @@ def _fit(cfg: Config, ctx: DistContext, device: torch.device, *, resume: bool, o
         if metrics_log is not None:
             metrics_log.close()
 
-    write(student.state_dict(), run / "student_last.pt")
+    if ctx.is_main:
+        save_weights(student.state_dict(), run / "student_last.safetensors")
     if not last_report:  # resumed a finished run: evaluate once so results.json is complete
         distiller.eval()
         last_report = evaluate(

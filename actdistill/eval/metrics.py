@@ -3,10 +3,11 @@
 All functions take torch tensors, numpy arrays or nested sequences and return plain Python numbers, lists or
 numpy arrays, so their results can go straight into `results.json`. Fractions are in [0, 1], not percent.
 
-AP follows SPEC §1.3: non-interpolated, identical to `sklearn.metrics.average_precision_score`
-(AP = Σ_n (R_n − R_{n−1}) · P_n over the distinct score thresholds, highest first, with equal scores forming
-one threshold). Unlike scikit-learn, a class with no positive sample has AP = NaN (scikit-learn warns and
-returns 0), and `mean_average_precision` averages over the classes that do have positives.
+AP is a toolkit decision (paper 1, §III-A, reports mAP without defining AP): non-interpolated, identical to
+`sklearn.metrics.average_precision_score` (AP = Σ_n (R_n − R_{n−1}) · P_n over the distinct score thresholds,
+highest first, with equal scores forming one threshold). Unlike scikit-learn, a class with no positive sample has
+AP = NaN (scikit-learn warns and returns 0), and `mean_average_precision` averages over the classes that do have
+positives.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""C3D with BatchNorm as PCL uses it (SPEC §4.1; Tran et al. 2015 without fc6/fc7, global average pool instead)."""
+"""C3D with BatchNorm as in PCL's models/c3d.py (Tran et al. 2015 without fc6/fc7, global average pool instead)."""
 
 from __future__ import annotations
 

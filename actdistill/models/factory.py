@@ -7,19 +7,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import timm
-import torch
 from torch import Tensor, nn
 
 from actdistill.errors import ActdistillError, suggest
 from actdistill.models.timm_zoo import create_timm
 from actdistill.registry import MODELS
-
-try:
-    from numpy._core.multiarray import _reconstruct
-except ImportError:  # numpy < 2
-    from numpy.core.multiarray import _reconstruct
+from actdistill.utils.checkpoint import safe_load
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +22,6 @@ _SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
 _CONTAINER_KEYS = ("student", "state_dict", "model", "model_state_dict", "module", "net")
 # Wrapper prefixes on saved keys: DataParallel/DDP, timm-style `model.` wrappers, actdistill distillers.
 _PREFIXES = ("module.", "model.", "student.", "_orig_mod.")
-# numpy RNG states inside actdistill checkpoints are safe for `torch.load(weights_only=True)` once allowed.
-_SAFE_GLOBALS = [np.ndarray, np.dtype, _reconstruct, type(np.dtype(np.uint32))]
 
 
 def create_model(name: str, num_classes: int, pretrained: bool | str | Path = False, **kwargs: Any) -> nn.Module:
@@ -82,20 +74,16 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
         raise ActdistillError(f"checkpoint file '{path}' does not exist; check the path given as pretrained=")
     if path.suffix.lower() not in _SUFFIXES:
         raise ActdistillError(f"checkpoint '{path}' has an unknown suffix; use one of {', '.join(_SUFFIXES)}")
-    try:
-        if path.suffix.lower() == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             return load_file(str(path), device="cpu")
-        with torch.serialization.safe_globals(_SAFE_GLOBALS):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        if "Weights only load failed" in str(exc):
+        except Exception as exc:  # noqa: BLE001 - a broken file, whatever the library's exception type
             raise ActdistillError(
-                f"checkpoint '{path}' holds Python objects beyond tensors and plain containers, which are unsafe to "
-                "load; re-save only the weights with torch.save(model.state_dict(), path)"
+                f"weights file '{path}' could not be read ({type(exc).__name__}); it is corrupt"
             ) from None
-        raise ActdistillError(f"checkpoint '{path}' could not be read ({type(exc).__name__}); it is corrupt") from None
+    obj = safe_load(path)
     return _unwrap(obj, path)
 
 

@@ -1,7 +1,8 @@
-"""Inception-v1 I3D family (SPEC §2): one network with a per-block 2D/3D switch; presets I3D, Top-I3D, Bottom-I3D, I2D.
+"""Inception-v1 I3D family: one network with a per-block 2D/3D switch; presets I3D, Top-I3D, Bottom-I3D, I2D.
 
 Layer table, TF "same" padding and the Top-I3D split follow P2's official code (`i3d_backbone.py`,
-`Top_heavy_i3d_backbone.py:L45-L364`, restated in SPEC §2.1-2.2); Bottom-I3D and I2D are SPEC's decisions.
+`Top_heavy_i3d_backbone.py:L45-L364`); Bottom-I3D and I2D (paper 2, Table 5) are toolkit decisions, as P2's code
+does not define them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from actdistill.errors import ActdistillError
 from actdistill.models._contract import FeatureInfo
 from actdistill.models.two_stream import modality_cfg
 
-# Endpoint order of Inception-v1 I3D (Carreira & Zisserman 2017, Fig. 3; SPEC §2.1).
+# Endpoint order of Inception-v1 I3D (Carreira & Zisserman 2017, Fig. 3; P2's i3d_backbone.py).
 ENDPOINTS = (
     "Conv3d_1a_7x7",
     "MaxPool3d_2a_3x3",
@@ -37,7 +38,7 @@ ENDPOINTS = (
     "Mixed_5b",
     "Mixed_5c",
 )
-# Inception blocks' branch widths [b0, b1a, b1b, b2a, b2b, b3b] (SPEC §2.1 table).
+# Inception blocks' branch widths [b0, b1a, b1b, b2a, b2b, b3b] (P2's i3d_backbone.py).
 MIXED = {
     "Mixed_3b": (64, 96, 128, 16, 32, 32),
     "Mixed_3c": (128, 128, 192, 32, 96, 64),
@@ -49,7 +50,7 @@ MIXED = {
     "Mixed_5b": (256, 160, 320, 32, 128, 128),
     "Mixed_5c": (384, 192, 384, 48, 128, 128),
 }
-# Max-pools keep the I3D kernel/stride in every preset (SPEC §2.2 rules): (kernel, stride) as (T, H, W).
+# Max-pools keep the I3D kernel/stride in every preset (as P2's Top-I3D code does): (kernel, stride) as (T, H, W).
 POOLS = {
     "MaxPool3d_2a_3x3": ((1, 3, 3), (1, 2, 2)),
     "MaxPool3d_3a_3x3": ((1, 3, 3), (1, 2, 2)),
@@ -58,7 +59,7 @@ POOLS = {
 }
 SWITCHABLE = ("Conv3d_1a_7x7", "Conv3d_2c_3x3", *MIXED)
 _TOP = ("Mixed_4d", "Mixed_4e", "Mixed_4f", "Mixed_5b", "Mixed_5c")
-# Which blocks are 3D per preset (SPEC §2.2). Top-I3D = P2's student; Bottom-I3D its exact complement; I2D none.
+# Which blocks are 3D per preset. Top-I3D = P2's student (its code's split); Bottom-I3D its exact complement; I2D none.
 PRESETS: dict[str, frozenset[str]] = {
     "i3d": frozenset(SWITCHABLE),
     "top_i3d": frozenset(_TOP),
@@ -70,7 +71,7 @@ STAGES = ("Conv3d_2c_3x3", "Mixed_3c", "Mixed_4f", "Mixed_5c")
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """TF "SAME" (front, back) padding: pad = max(k−s, 0) if L % s == 0 else max(k − L % s, 0) (SPEC §2.1)."""
+    """TF "SAME" (front, back) padding: pad = max(k−s, 0) if L % s == 0 else max(k − L % s, 0) (P2's code)."""
     pad = max(kernel - stride, 0) if size % stride == 0 else max(kernel - size % stride, 0)
     return pad // 2, pad - pad // 2
 

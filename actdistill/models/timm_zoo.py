@@ -1,4 +1,4 @@
-"""timm models behind the actdistill model contract: paper 1's six networks (SPEC §1.1) and tiny CPU demo presets."""
+"""timm models behind the actdistill model contract: paper 1's six networks (Table I) and tiny CPU demo presets."""
 
 from __future__ import annotations
 
@@ -160,7 +160,7 @@ def _timm_create(name: str, num_classes: int, pretrained: bool, kwargs: dict[str
     return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
 
 
-# ---- paper 1, Table I (SPEC §1.1): exact timm names and the ImageNet tags the paper fine-tunes from ----
+# ---- paper 1, Table I (matched by param count): exact timm names and the ImageNet tags the paper fine-tunes from ----
 
 _PAPER1 = {
     "convnext_small": ("ConvNeXt", "teacher", "fb_in1k", 49.48, 8.6),

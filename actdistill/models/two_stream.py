@@ -12,7 +12,7 @@ from actdistill.models._contract import PretrainedCfg
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# TV-L1 flow stored as 8-bit x/y images, normalised with mean 0.5, std 0.226 (SPEC §3.11, P2's flow transform).
+# TV-L1 flow stored as 8-bit x/y images, normalised with mean 0.5, std 0.226 (P2's official flow transform).
 FLOW_MEAN = (0.5, 0.5)
 FLOW_STD = (0.226, 0.226)
 
@@ -63,7 +63,7 @@ class LateFusion(nn.Module):
     Modes (all return values whose softmax is the fused class distribution, so they can be used as logits):
       * `"softmax"`: log of the weighted mean of the two streams' softmax probabilities (time-averaged first);
       * `"logits"`: weighted mean of the two streams' time-averaged logits;
-      * `"p2"`: paper 2's test-time fusion (SPEC §3.4, `test_Top_I3D_att_fusion.py:L191-L203`): per-step logits
+      * `"p2"`: paper 2's test-time fusion (its official code, `test_Top_I3D_att_fusion.py:L191-L203`): per-step logits
         summed over streams, softmax over classes, summed over time; softmax of the result is P2's prediction.
     """
 

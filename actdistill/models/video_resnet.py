@@ -1,6 +1,7 @@
-"""Video ResNets: PCL's R3D-10 and R(2+1)D-10 (SPEC §4.1), and torchvision's r3d_18 / mc3_18 / r2plus1d_18 wrapped.
+"""Video ResNets: PCL's R3D-10 and R(2+1)D-10, and torchvision's r3d_18 / mc3_18 / r2plus1d_18 wrapped.
 
-All map a clip `(B, C, T, H, W)` to logits `(B, K)`; stages are `stem`, `layer1`..`layer4`.
+The -10 networks follow PCL's released code (`models/r3d.py`, `models/r21d.py`). All map a clip `(B, C, T, H, W)`
+to logits `(B, K)`; stages are `stem`, `layer1`..`layer4`.
 """
 
 from __future__ import annotations

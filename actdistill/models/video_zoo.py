@@ -1,7 +1,7 @@
 """Importing this module registers every video model in `MODELS` (factories `f(num_classes, pretrained=False, **kw)`).
 
 `params_m` and `gmacs` were measured at 101 classes, batch 1 and `input_size` with FlopCounterMode (MACs = FLOPs / 2)
-and agree with SPEC §2.3 / §4.1; `tests/test_models_video_sizes.py` pins them. `gmacs_paper` is what P2 reports.
+and match P2 Table 1 within 0.2 G; `tests/test_models_video_sizes.py` pins them. `gmacs_paper` is what P2 reports.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ VIDEO_MODELS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
             111.15,
             gmacs_paper=111.3,
             input_size=_I3D_INPUT,
-            source="SPEC §2.1-2.3",
+            source="paper 2 Table 1; official code i3d_backbone.py",
             logits=_PER_STEP,
         ),
     ),
@@ -48,7 +48,7 @@ VIDEO_MODELS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
             45.36,
             gmacs_paper=45.5,
             input_size=_I3D_INPUT,
-            source="SPEC §2.2-2.3",
+            source="paper 2 Table 1; official code Top_heavy_i3d_backbone.py",
             logits=_PER_STEP,
         ),
     ),
@@ -60,7 +60,7 @@ VIDEO_MODELS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
             7.562,
             102.68,
             input_size=_I3D_INPUT,
-            source="SPEC §2.2-2.3 (split is SPEC's decision)",
+            source="paper 2 Table 5 (split is a toolkit decision)",
             logits=_PER_STEP,
         ),
     ),
@@ -72,7 +72,7 @@ VIDEO_MODELS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
             5.703,
             36.89,
             input_size=_I3D_INPUT,
-            source="SPEC §2.2-2.3",
+            source="paper 2 Table 1; official code Top_heavy_i3d_backbone.py",
             logits=_PER_STEP,
         ),
     ),
@@ -84,7 +84,7 @@ VIDEO_MODELS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
             27.713,
             38.50,
             input_size=_PCL_INPUT,
-            source="SPEC §4.1",
+            source="paper 3 via PCL's released code",
             logits="(B, K)",
         ),
     ),
@@ -96,7 +96,7 @@ VIDEO_MODELS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
             14.414,
             19.89,
             input_size=_PCL_INPUT,
-            source="SPEC §4.1",
+            source="paper 3 via PCL's released code",
             logits="(B, K)",
         ),
     ),
@@ -108,7 +108,7 @@ VIDEO_MODELS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
             14.417,
             21.36,
             input_size=_PCL_INPUT,
-            source="SPEC §4.1",
+            source="paper 3 via PCL's released code",
             logits="(B, K)",
         ),
     ),
@@ -120,7 +120,7 @@ VIDEO_MODELS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
             33.218,
             40.70,
             input_size=_PCL_INPUT,
-            source="SPEC §4.1",
+            source="paper 3 via PCL's released code",
             logits="(B, K)",
         ),
     ),
@@ -132,7 +132,7 @@ VIDEO_MODELS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
             11.542,
             43.34,
             input_size=_PCL_INPUT,
-            source="SPEC §4.1",
+            source="paper 3 via PCL's released code",
             logits="(B, K)",
         ),
     ),
@@ -144,7 +144,7 @@ VIDEO_MODELS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
             31.352,
             40.52,
             input_size=_PCL_INPUT,
-            source="SPEC §4.1",
+            source="paper 3 via PCL's released code",
             logits="(B, K)",
         ),
     ),

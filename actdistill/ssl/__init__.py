@@ -1,4 +1,4 @@
-"""Self-supervised PCL pre-training with KL distillation on pretext logits (paper 3; SPEC §4)."""
+"""Self-supervised PCL pre-training with KL distillation on pretext logits (paper 3 and PCL's released code)."""
 
 from actdistill.ssl.augment import AugmentConfig, build_pcl_augment
 from actdistill.ssl.convergence import convergence_summary, epochs_to

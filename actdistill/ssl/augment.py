@@ -1,4 +1,4 @@
-"""PCL's per-clip train augmentation (SPEC §4.2; PCL `train_vcp_contrast.py:L313-L332`).
+"""PCL's per-clip train augmentation (PCL's released code, `train_vcp_contrast.py:L313-L332`).
 
 Resize((128, 171)) → RandomCrop(112) → RandomApply(ColorJitter(0.4, 0.4, 0.4, 0.1), p=0.8) → RandomGrayscale(0.2)
 → RandomApply(GaussianBlur σ ∈ [0.1, 2], p=0.5) → RandomHorizontalFlip → ImageNet normalisation, on `(T, C, H, W)`

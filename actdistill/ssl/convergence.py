@@ -1,4 +1,4 @@
-"""Convergence statistics of per-epoch accuracy curves (SPEC §4.7 step 5; paper 3 Figs. 4-9).
+"""Convergence statistics of per-epoch accuracy curves (paper 3, §4 and Figs. 4-9).
 
 A curve is a list of per-epoch accuracies in [0, 1], epoch 1 first.
 """
@@ -11,7 +11,7 @@ from typing import Any
 def epochs_to(curve: list[float], threshold: float) -> int | None:
     """First 1-based epoch `e` with `curve[e−1] ≥ threshold`; None when never reached.
 
-    SPEC §4.7: `epochs_to(τ) = min{e : acc_e ≥ τ}`; a value exactly at the threshold counts.
+    Toolkit metric for paper 3, §4: `epochs_to(τ) = min{e : acc_e ≥ τ}`; a value exactly at the threshold counts.
     """
     for epoch, value in enumerate(curve, start=1):
         if value >= threshold:

@@ -1,4 +1,4 @@
-"""Evaluating PCL features: nearest-neighbour clip retrieval, a linear probe, and fine-tuning (SPEC §4.7 step 4).
+"""Evaluating PCL features: nearest-neighbour clip retrieval, a linear probe, and fine-tuning (PCL's released code).
 
 Retrieval follows PCL/VCOP `retrieve_clips.py`: each video gives `clips_per_video` uniformly spaced clips, their
 pooled backbone features (residual input, as in pre-training) are averaged, test videos query train videos by cosine
@@ -242,7 +242,7 @@ def finetune_config(
 ) -> dict[str, Any]:
     """An engine recipe (`config_from_dict` mapping) fine-tuning a PCL backbone for action classification.
 
-    Defaults are PCL's `ft_classify.py` (SGD lr 1e-3, batch 8, 150 epochs, 10 test clips per video; SPEC §4.7);
+    Defaults are PCL's `ft_classify.py` (SGD lr 1e-3, batch 8, 150 epochs, 10 test clips per video);
     `overrides` is merged section by section over the result.
     """
     if num_clips > 1 and not residual:

@@ -1,4 +1,4 @@
-"""`actdistill ssl-grid`: paper 3's protocol (SPEC §4.7) from one YAML file, resumable, with a convergence report.
+"""`actdistill ssl-grid`: paper 3's protocol (§3, Figs. 3-9) from one YAML file, resumable, with a convergence report.
 
 Runs, all PCL pre-training on the same data and hyper-parameters:
   1. baselines `base_<arch>`: every architecture with PCL alone; they are the teachers;
@@ -79,7 +79,7 @@ class GridRun:
 
 
 def plan_runs(archs: list[str]) -> list[GridRun]:
-    """Baselines first (they are the teachers), then every teacher × student pair (SPEC §4.7 steps 1-3)."""
+    """Baselines first (they are the teachers), then every teacher × student pair (paper 3, §3)."""
     runs = [GridRun(f"base_{a}", a, None, "baseline") for a in archs]
     for t in archs:
         for s in archs:
@@ -349,7 +349,7 @@ def run_grid(spec: dict[str, Any], only: list[str] | None = None) -> Path:
 
 
 def summarize(spec: dict[str, Any], runs: list[GridRun], results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Per run: convergence statistics (SPEC §4.7 step 5) against the threshold and the teacher's final accuracy."""
+    """Per run: convergence statistics (paper 3, §4) against the threshold and the teacher's final accuracy."""
     tau = spec["threshold"]
     rows: dict[str, Any] = {}
     for run in runs:
@@ -410,7 +410,7 @@ def write_report(spec: dict[str, Any], runs: list[GridRun], results: dict[str, d
     if evaluated:
         head += ["R@1", "R@5", "probe"]
     lines = [
-        f"# {spec['name']}: PCL baselines and PCL + KD students (paper 3, SPEC §4.7)",
+        f"# {spec['name']}: PCL baselines and PCL + KD students (paper 3, §3)",
         "",
         "Accuracy = 5-way pretext validation accuracy (chance 0.2). `ep→τ` = first epoch with accuracy ≥ τ "
         "(— = never); `T final` = the teacher baseline's final accuracy; `baseline ep→T final` = the student "

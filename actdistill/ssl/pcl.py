@@ -1,4 +1,4 @@
-"""PCL (VCP + contrastive) network, memory banks and losses (paper 3 §3 / Fig. 2; SPEC §4.3-§4.6).
+"""PCL (VCP + contrastive) network, memory banks and losses (paper 3 §3 / Fig. 2; PCL's released code).
 
 Shapes: a tuple is three clips `(B, C, T, H, W)`; backbone features are `(B, D)` (D = 512 for the P3 backbones);
 pretext logits `(B, 5)`; projections `(B, 128)`, unit L2 norm.
@@ -19,7 +19,7 @@ from actdistill.ssl.pretext import NUM_PRETEXT, residual_frames
 
 
 class ProjectionHead(nn.Module):
-    """PCL's `MoCoHead` (SPEC §4.3): Linear(D→D) → ReLU → Linear(D→P) → L2-normalise; `head="linear"`: Linear(D→P).
+    """PCL's `MoCoHead` (pcl_net.py): Linear(D→D) → ReLU → Linear(D→P) → L2-normalise; `head="linear"`: Linear(D→P).
 
     `(B, D)` → `(B, P)` with unit rows. P3 says "a perceptron": the single-linear variant is kept as an option.
     """
@@ -52,7 +52,7 @@ class PCLOutput:
 
 
 class PCLNet(nn.Module):
-    """PCL wrapper (SPEC §4.3, PCL `models/pcl_net.py`): one shared backbone over the three clips of a tuple.
+    """PCL wrapper (PCL's released code, `models/pcl_net.py`): one shared backbone over the three clips of a tuple.
 
     `f_k = GAP(backbone.forward_features(res(x_k))[-1]) ∈ R^D`; pretext logits `Linear(3D → 5)(concat f_0,f_1,f_2)`;
     projection head on f_0 and f_2 only (the untransformed clips). `residual=True` is PCL's default `--modality res`.
@@ -101,7 +101,7 @@ class PCLNet(nn.Module):
 
 
 class MemoryBank(nn.Module):
-    """CMC-style memory bank (SPEC §4.4, PCL `lib/NCEAverage.py`): `(N, P)` buffer, one row per training video.
+    """CMC-style memory bank (PCL's released code, `lib/NCEAverage.py`): `(N, P)` buffer, one row per training video.
 
     Initialised `U(−1/√(P/3), +1/√(P/3))` (not normalised); a row is L2-normalised when it is updated.
     """
@@ -165,7 +165,7 @@ def pcl_contrastive_loss(
     generator: torch.Generator | None = None,
     update: bool = True,
 ) -> Tensor:
-    """Bidirectional memory-bank InfoNCE (SPEC §4.4): `CE(M₂[idx]·v₁/τ, 0) + CE(M₁[idx]·v₂/τ, 0)`.
+    """Bidirectional memory-bank InfoNCE (PCL's `lib/NCEAverage.py`): `CE(M₂[idx]·v₁/τ, 0) + CE(M₁[idx]·v₂/τ, 0)`.
 
     Both directions share one `idx` draw (as PCL's `NCEAverage`). With `update`, the banks then take the momentum
     update `M₁[i] ← v₁`, `M₂[i] ← v₂` (after the logits are computed). Returns a scalar.
@@ -191,12 +191,12 @@ def in_batch_infonce(v1: Tensor, v2: Tensor, temperature: float = 0.07) -> Tenso
 
 
 def pcl_loss(logits: Tensor, target: Tensor, contrastive: Tensor, w_con: float = 0.5) -> Tensor:
-    """SPEC §4.5: `L_PCL = CE(h, y) + w_con · L_con`; `logits (B, 5)`, `target (B,)`, `contrastive` scalar."""
+    """PCL's objective: `L_PCL = CE(h, y) + w_con · L_con`; `logits (B, 5)`, `target (B,)`, `contrastive` scalar."""
     return F.cross_entropy(logits.float(), target) + w_con * contrastive
 
 
 def pcl_kd_loss(logits_s: Tensor, logits_t: Tensor, temperature: float = 4.0, weight: float = 1.0) -> Tensor:
-    """SPEC §4.6 (paper 3 §3): `λ_kd · T² · KL(softmax(h_t/T) ‖ softmax(h_s/T))` on pretext logits `(B, 5)`.
+    """Paper 3 §3 / Fig. 2: `λ_kd · T² · KL(softmax(h_t/T) ‖ softmax(h_s/T))` on pretext logits `(B, 5)`.
 
     The teacher is a frozen PCLNet (`eval()`, `no_grad`) fed the same tuple; only pretext logits are compared, so any
     teacher backbone pairs with any student backbone. Batchmean reduction (`distill.functional.kd_loss`).

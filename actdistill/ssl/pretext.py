@@ -1,4 +1,4 @@
-"""PCL (VCP) tuple sampling and the five pretext transforms (paper 3 §3 "PCL framework"; SPEC §4.2-§4.3).
+"""PCL (VCP) tuple sampling and the five pretext transforms (paper 3 §3 "PCL framework"; PCL's datasets/ucf101.py).
 
 Pure functions: every random choice comes from the `random.Random` passed in, so a seeded caller is reproducible.
 Clips are `(C, T, H, W)` tensors; batches of clips are `(B, C, T, H, W)`.
@@ -15,11 +15,11 @@ NUM_PRETEXT = 5
 """Pretext labels: 0 identity, 1 rotation, 2 quadrant permutation, 3 temporal adjacent shuffle, 4 remote clip."""
 
 QUADRANT_ORDER = (3, 2, 1, 0)
-"""SPEC §4.2: quadrants [A,B;C,D] (row-major) become [D,C;B,A]."""
+"""PCL's `preprocess` (train_vcp_contrast.py): quadrants [A,B;C,D] (row-major) become [D,C;B,A]."""
 
 
 def tuple_stride(clip_len: int, interval: int, tuple_len: int, mode: str) -> int:
-    """Frames between consecutive clip starts (SPEC §4.2).
+    """Frames between consecutive clip starts (PCL's datasets/ucf101.py).
 
     `faithful`: PCL's quirk `tuple_len + interval` (= 11 for 16/8/3, so clips overlap); `clean`: `clip_len + interval`.
     """
@@ -43,7 +43,7 @@ def tuple_starts(
     mode: str = "faithful",
     rng: random.Random | None = None,
 ) -> list[int]:
-    """Start frame of each of the `tuple_len` clips (SPEC §4.2).
+    """Start frame of each of the `tuple_len` clips (PCL's datasets/ucf101.py).
 
     The tuple window start `s ~ U[0, num_frames − tuple_total]` (PCL requires `tuple_total` frames even in faithful
     mode, where the clips span less); clip i starts at `s + i·stride` with `stride` from `tuple_stride`.
@@ -68,9 +68,10 @@ def remote_clip_start(
 ) -> int | None:
     """Start of a clip at least `min_gap` frames away from the window `[tuple_start, tuple_start + tuple_span)`.
 
-    SPEC §4.2 (label 4): the remote clip lies wholly before (`start + clip_len + min_gap ≤ tuple_start`) or wholly
-    after (`start ≥ tuple_start + tuple_span + min_gap`) the window; side and position are uniform over the valid
-    starts. Returns None when there is no room (the caller then redraws the label from 0-3).
+    PCL's released code (datasets/ucf101.py, label 4): the remote clip lies wholly before
+    (`start + clip_len + min_gap ≤ tuple_start`) or wholly after (`start ≥ tuple_start + tuple_span + min_gap`) the
+    window; side and position are uniform over the valid starts. Returns None when there is no room (the caller then
+    redraws the label from 0-3).
     """
     rng = rng or random.Random()
     before = list(range(0, tuple_start - min_gap - clip_len + 1))
@@ -87,7 +88,7 @@ def rotate(clip: Tensor, k: int) -> Tensor:
 
 
 def permute_quadrants(clip: Tensor) -> Tensor:
-    """Swap the four spatial quadrants of `(..., H, W)` to [D,C;B,A] (SPEC §4.2, label 2); an involution.
+    """Swap the four spatial quadrants of `(..., H, W)` to [D,C;B,A] (PCL's code, label 2); an involution.
 
     H and W must be even. Quadrants: A top-left, B top-right, C bottom-left, D bottom-right.
     """
@@ -114,7 +115,7 @@ def shuffle_chunks(clip: Tensor, i: int, j: int, num_chunks: int = 4) -> Tensor:
 def apply_pretext(
     clip: Tensor, label: int, rng: random.Random | None = None, remote: Tensor | None = None
 ) -> tuple[Tensor, dict[str, int]]:
-    """Apply pretext transform `label` to the middle clip `(C, T, H, W)` (SPEC §4.2; PCL `preprocess`).
+    """Apply pretext transform `label` to the middle clip `(C, T, H, W)` (PCL's `preprocess`).
 
     Returns the transformed clip and the random parameters used, so each transform can be inverted:
     0 identity `{}`; 1 `rot90` by `k ∈ {1,2,3}` quarter turns over (H, W) `{"k": k}`; 2 quadrants → [D,C;B,A] `{}`;
@@ -141,7 +142,7 @@ def apply_pretext(
 
 
 def residual_frames(x: Tensor) -> Tensor:
-    """Residual-frame input (SPEC §4.3, PCL `--modality res`): `roll(x, +1, time) − x` on `(B, C, T, H, W)`.
+    """Residual-frame input (PCL's `models/pcl_net.py`, `--modality res`): `roll(x, +1, time) − x` on `(B, C, T, H, W)`.
 
     Output frame t is frame t−1 minus frame t, wrapping at t = 0 (frame T−1 minus frame 0). Same shape as `x`.
     """

@@ -1,10 +1,10 @@
-"""Minimal PCL / PCL+KD training loop (SPEC §4.2, §4.5-§4.7; paper 3 §3) for small runs on CPU or GPU.
+"""Minimal PCL / PCL+KD training loop (paper 3 §3; PCL's released code) for small runs on CPU or GPU.
 
 Augmentation: `augment=AugmentConfig(...)` (or a dict) applies PCL's per-clip pipeline (`ssl/augment.py`: resize,
 random crop, colour jitter, grayscale, blur, flip; one draw per clip, seeded by (seed, epoch, index, clip)); without
 it (the default, or `enabled: false`) frames are only scaled to [0, 1] and ImageNet-normalised at the video's own
 size, which must be even for the quadrant permutation. `num_workers` decodes in DataLoader workers. Otherwise as
-SPEC §4: 5-way pretext label with redraw when no remote clip fits, only the middle clip is transformed,
+PCL's released code: 5-way pretext label with redraw when no remote clip fits, only the middle clip is transformed,
 residual-frame input, memory-bank InfoNCE (or in-batch for tiny sets), `L = CE + 0.5·L_con (+ λ·T²·KL on pretext
 logits with a frozen teacher)`, SGD 0.01/0.9/5e-4, ReduceLROnPlateau on validation CE, validation = the test split
 with tuple starts and labels seeded by index.
@@ -40,10 +40,10 @@ log = logging.getLogger("actdistill")
 
 
 class PCLTupleDataset(torch.utils.data.Dataset):
-    """`(clips (3, C, T, H, W) float, pretext label, dataset index)` per video (SPEC §4.2).
+    """`(clips (3, C, T, H, W) float, pretext label, dataset index)` per video (PCL's datasets/ucf101.py).
 
     Every random choice is seeded by (`seed`, `epoch`, index); `train=False` ignores `epoch`, so validation tuples
-    are fixed across epochs (SPEC §4.5).
+    are fixed across epochs (as PCL's seeded validation).
     Videos shorter than the tuple window are dropped (PCL keeps videos with ≥ 64 frames).
     `augment`: a `(T, C, H, W)` uint8 → `(C, T, H, W)` float pipeline (`build_pcl_augment`), drawn once per clip with
     a generator seeded by (seed, epoch, index, clip number: 0-2, 3 = remote); None = normalisation only.
@@ -177,14 +177,14 @@ def train_pcl(
 ) -> PCLRun:
     """PCL-train a fresh `student_backbone_name` backbone on `data_root` (UCF101 layout), optionally with KD.
 
-    `teacher`: a trained PCLNet (any backbone), frozen in `eval()` and fed the same tuple (SPEC §4.6).
-    `contrast`: "bank" (SPEC §4.4 memory banks, K negatives) or "in_batch" (in-batch InfoNCE, for tiny sets).
+    `teacher`: a trained PCLNet (any backbone), frozen in `eval()` and fed the same tuple (paper 3, Fig. 2).
+    `contrast`: "bank" (PCL's memory banks, K negatives) or "in_batch" (in-batch InfoNCE, for tiny sets).
     `augment`: PCL's per-clip augmentation (`AugmentConfig` or its dict; None = off), used for training and, as in
     PCL, for validation (draws fixed per index there). `device="auto"`: CUDA when available.
     `val_repeats`: seeded tuples per test video (PCL: 1); more gives a steadier accuracy on small test splits.
     `num_workers`: DataLoader worker processes decoding tuples (0: in this process).
     `on_epoch(epoch, run)`: called after each epoch (1-based) with the curves so far (logging, checkpoints).
-    Returns the model and per-epoch validation pretext accuracy (`val_acc`, the SPEC §4.7 metric) and more.
+    Returns the model and per-epoch validation pretext accuracy (`val_acc`, paper 3's accuracy) and more.
     """
     if contrast not in ("bank", "in_batch"):
         raise ValueError(f"contrast must be 'bank' or 'in_batch', got {contrast!r}")
