@@ -1,13 +1,16 @@
 """Run configuration: dataclasses, flat YAML recipes and `section.key=value` command-line overrides.
 
 A recipe is one YAML file with one level of sections (`data`, `student`, `teacher`, `method`, `optim`,
-`sched`, `train`) and no inheritance. Unknown sections or keys are errors with a suggestion, never
-silently ignored. The `method` section holds `name` plus that method's hyper-parameters, which are
-checked against the method's keyword-only arguments when the method is built.
+`sched`, `train`, `eval`) and no inheritance; every task (classification, paper 3's PCL, temporal detection) uses
+the same sections. Unknown sections or keys are errors with a suggestion that name where the key came from (the
+recipe file or the command line), never silently ignored. The `method` section holds `name` plus that method's
+hyper-parameters, checked against the method's keyword-only arguments. `check_values` checks every value's range
+before any work starts; the engine adds the checks that need the task (metric names, method/task match).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -44,6 +47,24 @@ class DataConfig:
     resize: int = 0  # short-side resize before cropping (0: none)
     train_list: str = ""  # video_list: CSV/TSV files
     test_list: str = ""
+    multiscale_offsets: str = "crop"  # video MultiScaleCrop offsets: crop (clean) | target (paper 2's code)
+    val_fraction: float = 0.0  # >0: a stratified, seeded validation split carved out of train (model selection)
+    allow_empty_classes: bool = False  # a class with no training sample is an error unless this is set
+    # Paper 3's PCL tuples (dataset pcl_ucf101; docs/pcl_kd.md): 3 clips of clip_len frames, tuple_interval apart.
+    tuple_len: int = 3
+    tuple_interval: int = 8
+    tuple_mode: str = "faithful"  # faithful (PCL's code) | clean
+    remote_rule: str = "both_sides"  # remote clip (label 4): both_sides (PCL's code) | either_side
+    remote_min_gap: int = 16
+    val_repeats: int = 1  # seeded tuples per test video (PCL: 1)
+    augment: dict[str, Any] = field(default_factory=dict)  # PCL per-clip augmentation (ssl/augment.py keys)
+    # Temporal detection (dataset detection_features; docs/detection.md): root = the student's feature folder.
+    annotations: str = ""  # folder of <Class>_<subset>.txt files or an ActionFormer-style .json
+    teacher_root: str = ""  # the teacher's feature folder when it used another backbone (same stride)
+    classes: str = ""  # classes.txt (one a line); empty: the sorted training labels
+    train_subset: str = "val"
+    test_subset: str = "test"
+    crop_len: int = 128  # feature steps per training crop (0: whole videos)
 
 
 @dataclass
@@ -71,13 +92,17 @@ class OptimConfig:
 
 @dataclass
 class SchedConfig:
-    """LR schedule stepped once per epoch: `step` (StepLR), `cosine`, or `none`; optional linear warm-up."""
+    """LR schedule: `step` (StepLR), `cosine`, `none` or `plateau` (ReduceLROnPlateau on `monitor`, paper 3's PCL);
+    optional linear warm-up. `per_step`: warm-up and cosine advance every optimiser step instead of every epoch."""
 
     name: str = "step"
     step_size: int = 5
     gamma: float = 0.3
     min_lr: float = 0.0
     warmup_epochs: int = 0
+    per_step: bool = False
+    patience: int = 10  # plateau: epochs without improvement before the LR is multiplied by gamma
+    monitor: str = ""  # plateau: metric of the selection split (default: the task's loss)
 
 
 @dataclass
@@ -91,7 +116,7 @@ class TrainConfig:
     out_dir: str = "runs/default"
     eval_every: int = 1
     keep_last: int = 2
-    best_metric: str = "mAP"
+    best_metric: str = ""  # empty: the task's (classification mAP, pcl pretext_acc, detection average_map)
     grad_clip: float = 0.0
     channels_last: bool = False
     compile: bool = False
@@ -99,6 +124,29 @@ class TrainConfig:
     tensorboard: bool = True
     accumulate_steps: int = 1  # micro-batches per optimizer step; global batch = batch_size × world × this
     save_every_steps: int = 0  # >0: also write checkpoints/last.pt every N optimizer steps (mid-epoch resume)
+    select_on: str = "auto"  # best.pt chosen on: val | test (labelled optimistic) | none | auto (val if present)
+    dist_timeout_s: float = 1800.0  # torchrun: a rank silent this long ends the job with a message
+
+
+@dataclass
+class EvalConfig:
+    """How models are scored. Classification: `temporal_pooling` of per-step video logits, two-stream `fusion`.
+    Detection: protocol, tIoU thresholds, NMS. PCL: retrieval / linear probe at the end (paper 3 §4)."""
+
+    temporal_pooling: str = "mean_logits"  # mean_logits | sum_softmax (paper 2's official test code)
+    fusion: str = "softmax"  # --fuse-flow default: softmax | logits | p2 (paper 2's rule)
+    protocol: str = "thumos14"  # detection: thumos14 | activitynet | thumos14_updated
+    tiou: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5])
+    nms: str = "soft"  # detection: soft | hard
+    iou_threshold: float = 0.5
+    sigma: float = 0.5
+    max_segments: int = 200
+    pre_nms_threshold: float = 0.001
+    retrieval: bool = False  # pcl: nearest-neighbour clip retrieval top-k after the last epoch
+    linear_probe: bool = False  # pcl: logistic regression on frozen features after the last epoch
+    clips_per_video: int = 10
+    crop: int = 112
+    resize: list[int] = field(default_factory=lambda: [128, 171])
 
 
 @dataclass
@@ -113,6 +161,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON serialisable)."""
@@ -133,10 +182,11 @@ def _check_keys(section: str, given: dict[str, Any], allowed: set[str], where: s
             )
 
 
-def config_from_dict(raw: dict[str, Any], where: str = "config") -> Config:
-    """Build a `Config` from a nested mapping, rejecting unknown sections and keys with suggestions."""
+def config_from_dict(raw: dict[str, Any], where: str = "config", base: Config | None = None) -> Config:
+    """A `Config` from a nested mapping applied over `base` (default: all defaults), rejecting unknown sections and
+    keys with suggestions; `where` (a file, "command line") is named in every error."""
     raw = dict(raw or {})
-    cfg = Config()
+    cfg = copy.deepcopy(base) if base is not None else Config()
     if "name" in raw:
         cfg.name = str(raw.pop("name"))
     for section, values in raw.items():
@@ -162,19 +212,39 @@ def config_from_dict(raw: dict[str, Any], where: str = "config") -> Config:
 
 def _coerce(section: str, key: str, value: Any, default: Any, where: str) -> Any:
     """Convert YAML scalars to the field's type (e.g. `1e-3` parsed as a string by YAML 1.1)."""
-    if isinstance(default, bool) or default is None or section in ("student", "teacher") and key == "pretrained":
+    if section in ("student", "teacher") and key == "pretrained":
         return value
+    expected = type(default).__name__
     try:
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
         if isinstance(default, float):
+            if isinstance(value, bool):
+                raise ValueError
             return float(value)
         if isinstance(default, int):
-            if isinstance(value, float) and not value.is_integer():
+            if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
                 raise ValueError
             return int(value)
+        if isinstance(default, str):
+            if isinstance(value, (dict, list)):
+                raise ValueError
+            return "" if value is None else str(value)
         if isinstance(default, tuple):
             return tuple(float(v) for v in value)
+        if isinstance(default, list):
+            if not isinstance(value, (list, tuple)):
+                raise ValueError
+            kind = type(default[0]) if default else (lambda v: v)
+            return [kind(v) for v in value]
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise ValueError
+            return dict(value)
     except (TypeError, ValueError):
-        raise ActdistillError(f"{where}: '{section}.{key}' must be {type(default).__name__}, got {value!r}") from None
+        raise ActdistillError(f"{where}: '{section}.{key}' must be {expected}, got {value!r}") from None
     return value
 
 
@@ -214,26 +284,130 @@ def split_recipe_args(config: str | None, overrides: list[str]) -> tuple[str | N
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML recipe (optional) and apply `section.key=value` overrides."""
-    raw: dict[str, Any] = {}
-    where = "overrides"
+    """Read a YAML recipe (optional) and apply `section.key=value` overrides; errors name the file or the command line.
+
+    Only names and types are checked here; `check_values` checks ranges.
+    """
+    cfg = Config()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ActdistillError(
-                f"config file {path} not found; recipes live in configs/ (e.g. configs/image/stanford40_pvt_v2_kd.yaml)"
-            )
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ActdistillError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})") from None
-        if not isinstance(raw, dict):
-            raise ActdistillError(f"{path}: a recipe must be a mapping of sections, got {type(raw).__name__}")
-        where = str(path)
-    raw = merge(raw, parse_overrides(overrides or []))
-    return config_from_dict(raw, where)
+        cfg = config_from_dict(read_recipe(path), str(path))
+    return config_from_dict(parse_overrides(overrides or []), "command line", base=cfg)
+
+
+def read_recipe(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a YAML recipe file, with one-line errors for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ActdistillError(
+            f"config file {path} not found; recipes live in configs/ (e.g. configs/image/stanford40_pvt_v2_kd.yaml)"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ActdistillError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(raw, dict):
+        raise ActdistillError(f"{path}: a recipe must be a mapping of sections, got {type(raw).__name__}")
+    return raw
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML."""
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "data.modality": ("rgb", "flow", "rgb+flow"),
+    "data.multiscale_offsets": ("crop", "target"),
+    "data.tuple_mode": ("faithful", "clean"),
+    "data.remote_rule": ("both_sides", "either_side"),
+    "optim.name": ("sgd", "adam", "adamw"),
+    "sched.name": ("step", "cosine", "none", "plateau"),
+    "train.precision": ("auto", "bf16", "fp16", "fp32"),
+    "train.select_on": ("auto", "val", "test", "none"),
+    "eval.temporal_pooling": ("mean_logits", "sum_softmax"),
+    "eval.fusion": ("softmax", "logits", "p2"),
+    "eval.protocol": ("thumos14", "activitynet", "thumos14_updated"),
+    "eval.nms": ("soft", "hard"),
+}
+# (low, high, low inclusive, high inclusive); None = unbounded.
+_RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "data.image_size": (1, None, True, True),
+    "data.batch_size": (1, None, True, True),
+    "data.eval_batch_size": (0, None, True, True),
+    "data.num_workers": (0, None, True, True),
+    "data.scale_min": (0, 1, False, True),
+    "data.limit_train": (0, None, True, True),
+    "data.limit_test": (0, None, True, True),
+    "data.split": (1, 3, True, True),
+    "data.clip_len": (1, None, True, True),
+    "data.frame_interval": (1, None, True, True),
+    "data.num_clips": (1, None, True, True),
+    "data.resize": (0, None, True, True),
+    "data.val_fraction": (0, 0.5, True, True),
+    "data.tuple_len": (2, None, True, True),
+    "data.tuple_interval": (0, None, True, True),
+    "data.remote_min_gap": (0, None, True, True),
+    "data.val_repeats": (1, None, True, True),
+    "data.crop_len": (0, None, True, True),
+    "optim.lr": (0, None, False, True),
+    "optim.momentum": (0, 1, True, False),
+    "optim.weight_decay": (0, None, True, True),
+    "sched.step_size": (1, None, True, True),
+    "sched.gamma": (0, 1, False, True),
+    "sched.min_lr": (0, None, True, True),
+    "sched.warmup_epochs": (0, None, True, True),
+    "sched.patience": (0, None, True, True),
+    "train.epochs": (1, None, True, True),
+    "train.eval_every": (1, None, True, True),
+    "train.keep_last": (0, None, True, True),
+    "train.grad_clip": (0, None, True, True),
+    "train.accumulate_steps": (1, None, True, True),
+    "train.save_every_steps": (0, None, True, True),
+    "train.dist_timeout_s": (0, None, False, True),
+    "eval.iou_threshold": (0, 1, False, True),
+    "eval.sigma": (0, None, False, True),
+    "eval.max_segments": (1, None, True, True),
+    "eval.pre_nms_threshold": (0, 1, True, False),
+    "eval.clips_per_video": (1, None, True, True),
+    "eval.crop": (1, None, True, True),
+}
+
+
+def _range_text(low: float | None, high: float | None, low_in: bool, high_in: bool) -> str:
+    if high is None:
+        return f"{'at least' if low_in else 'more than'} {low:g}"
+    return f"in {'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+
+
+def check_values(cfg: Config, where: str = "config") -> None:
+    """Every setting's range and choices, before any work (docs/errors.md, "settings"); one error line each."""
+    for dotted, choices in _CHOICES.items():
+        section, key = dotted.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if value not in choices:
+            raise ActdistillError(f"{where}: {dotted} must be one of {', '.join(choices)}; got {value!r}")
+    for dotted, (low, high, low_in, high_in) in _RANGES.items():
+        section, key = dotted.split(".")
+        value = getattr(getattr(cfg, section), key)
+        ok = (low is None or (value >= low if low_in else value > low)) and (
+            high is None or (value <= high if high_in else value < high)
+        )
+        if not ok:
+            raise ActdistillError(f"{where}: {dotted} must be {_range_text(low, high, low_in, high_in)}; got {value!r}")
+    if not all(0 <= b < 1 for b in cfg.optim.betas) or len(cfg.optim.betas) != 2:
+        raise ActdistillError(f"{where}: optim.betas must be two numbers in [0, 1); got {list(cfg.optim.betas)}")
+    if not cfg.eval.tiou or not all(0 < t <= 1 for t in cfg.eval.tiou):
+        raise ActdistillError(
+            f"{where}: eval.tiou must be a non-empty list of thresholds in (0, 1]; got {cfg.eval.tiou}"
+        )
+    if cfg.sched.warmup_epochs > cfg.train.epochs:
+        raise ActdistillError(
+            f"{where}: sched.warmup_epochs ({cfg.sched.warmup_epochs}) must be at most train.epochs "
+            f"({cfg.train.epochs})"
+        )
+    if cfg.student.cache:
+        raise ActdistillError(
+            f"{where}: student.cache is not a setting; the teacher-output cache is teacher.cache=PATH"
+        )
+    if not isinstance(cfg.method.get("name", "vanilla"), str):
+        raise ActdistillError(f"{where}: method.name must be a method name; got {cfg.method.get('name')!r}")

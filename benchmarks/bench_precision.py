@@ -17,7 +17,7 @@ import time
 import torch
 
 from actdistill.distill.logit import KD, Vanilla
-from actdistill.engine.runtime import autocast
+from actdistill.utils.runtime import autocast
 from actdistill.models import create_model
 
 

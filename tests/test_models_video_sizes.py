@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from actdistill.analysis.flops import count
+from actdistill.utils.flops import count
 from actdistill.models.video_zoo import VIDEO_MODELS
 from actdistill.registry import MODELS
 

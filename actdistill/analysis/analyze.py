@@ -27,7 +27,7 @@ from actdistill.analysis.calibration import reliability_bins
 from actdistill.analysis.similarity import linear_cka, prediction_agreement, similarity_matrix
 from actdistill.errors import ActdistillError
 
-__all__ = ["ModelFeatures", "add_cli", "analyze", "collect_features", "load_model", "sample_indices"]
+__all__ = ["ModelFeatures", "analyze", "collect_features", "load_model", "sample_indices"]
 
 log = logging.getLogger("actdistill")
 
@@ -211,7 +211,7 @@ def analyze(
     `overrides` (`section.key=value`, e.g. `data.root=...`) apply to every checkpoint's config; all models are
     run on the same evenly spaced `max_samples` test samples. Returns the summary dict.
     """
-    from actdistill.engine.runtime import resolve_device
+    from actdistill.utils.runtime import resolve_device
 
     if not students:
         raise ActdistillError("analyze needs at least one --student checkpoint to compare with the teacher")
@@ -398,22 +398,3 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     print(analysis_markdown(summary).split("\n\n")[3])
     print(f"\nanalysis: {Path(args.out) / 'analysis.md'}")
     return 0
-
-
-def add_cli(sub: Any) -> argparse.ArgumentParser:
-    """Register the `analyze` subcommand on an argparse subparsers object."""
-    p = sub.add_parser(
-        "analyze",
-        help="teacher–student CKA / cosine / Euclidean per stage, prediction agreement and calibration",
-        description="Rebuild the teacher and each student from their checkpoints, run them on the same test samples "
-        "and write summary.json, analysis.md and heatmap / reliability PNGs.",
-    )
-    p.add_argument("--teacher", required=True, help="teacher checkpoint (a run's checkpoints/last.pt)")
-    p.add_argument("--student", required=True, action="append", help="student checkpoint; repeat for several")
-    p.add_argument("--data", nargs="*", default=[], help="section.key=value overrides, e.g. data.root=/data/S40")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--max-samples", type=int, default=512, help="test samples used, evenly spaced (default: 512)")
-    p.add_argument("--align-size", type=int, default=7, help="max cells per axis for map-aligned CKA (default: 7)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, auto (default: cpu)")
-    p.set_defaults(func=cmd_analyze)
-    return p

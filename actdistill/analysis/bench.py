@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from actdistill.errors import ActdistillError
 
-__all__ = ["add_cli", "bench", "format_table", "load_bench_model"]
+__all__ = ["bench", "format_table", "load_bench_model"]
 
 
 def load_bench_model(spec: str, classes: int, size: int, clip: int) -> tuple[nn.Module, tuple[int, ...], str]:
@@ -153,7 +153,7 @@ def _train_steps(
 ) -> dict[str, float]:
     """Median step seconds: plain, online KD (actdistill), naive reference KD."""
     from actdistill.distill.logit import KD, Vanilla
-    from actdistill.engine.runtime import autocast, resolve_precision
+    from actdistill.utils.runtime import autocast, resolve_precision
 
     dtype = resolve_precision(precision, device)
     out = {}
@@ -189,7 +189,7 @@ def _cached_kd_step_s(
     (`restore_logits`, as `CachedTeacherView` does per sample) and the teacher never runs."""
     from actdistill.distill.cache import restore_logits
     from actdistill.distill.logit import KD, class_logits
-    from actdistill.engine.runtime import autocast
+    from actdistill.utils.runtime import autocast
 
     with torch.no_grad():
         logits = class_logits(teacher(batch["input"])).float().cpu()
@@ -236,7 +236,7 @@ def bench(
     ({plain, online_kd, cached_kd, naive_kd}), `train_ratios` (online_kd/plain, naive_kd/plain, naive_kd/online_kd,
     cached_kd/plain, naive_kd/cached_kd).
     """
-    from actdistill.engine.runtime import resolve_device
+    from actdistill.utils.runtime import resolve_device
 
     dev = resolve_device(device)
     if not batches or min(batches) < 1 or steps < 1:
@@ -353,29 +353,3 @@ def cmd_bench(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps(results, indent=1))
         print(f"JSON: {args.json}")
     return 0
-
-
-def add_cli(sub: Any) -> argparse.ArgumentParser:
-    """Register the `bench` subcommand on an argparse subparsers object."""
-    p = sub.add_parser(
-        "bench",
-        help="teacher vs student latency, throughput, memory (PyTorch, ONNX Runtime) and KD training-step cost",
-        description="Time teacher and student (checkpoints, or model names with random weights) at each batch size "
-        "in PyTorch eager and ONNX Runtime, and compare a plain, an online-KD and a naive KD training step.",
-    )
-    p.add_argument("--teacher", required=True, help="teacher checkpoint or model name (e.g. convnext_demo)")
-    p.add_argument("--student", required=True, help="student checkpoint or model name (e.g. pvt_v2_demo)")
-    p.add_argument("--size", type=int, default=224, help="input side in pixels (default: 224)")
-    p.add_argument("--batch", type=_batches, default=[1, 32], help="comma-separated batch sizes (default: 1,32)")
-    p.add_argument("--clip", type=int, default=16, help="video models: frames per clip (default: 16)")
-    p.add_argument("--classes", type=int, default=40, help="classes of models built by name (default: 40)")
-    p.add_argument("--steps", type=int, default=10, help="timed runs per measurement (default: 10)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default: 3)")
-    p.add_argument("--train-batch", type=int, default=8, help="batch of the training-step comparison (default: 8)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, auto (default: cpu)")
-    p.add_argument("--precision", default="fp32", help="plain/online-KD step precision: fp32|bf16|auto (default fp32)")
-    p.add_argument("--no-onnx", action="store_true", help="skip ONNX Runtime")
-    p.add_argument("--no-train", action="store_true", help="skip the training-step comparison")
-    p.add_argument("--json", help="also write the results as JSON here")
-    p.set_defaults(func=cmd_bench)
-    return p

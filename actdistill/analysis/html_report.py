@@ -22,7 +22,7 @@ import numpy as np
 
 from actdistill.errors import ActdistillError
 
-__all__ = ["RunGroup", "add_cli", "group_runs", "load_runs", "mean_std", "write_report"]
+__all__ = ["RunGroup", "group_runs", "load_runs", "mean_std", "write_report"]
 
 
 @dataclass
@@ -346,18 +346,3 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(paths["markdown"].read_text().split("\n\n")[2])
     print(f"\nreport: {paths['html']}  and {paths['markdown']}")
     return 0
-
-
-def add_cli(sub: Any) -> argparse.ArgumentParser:
-    """Register the `report` subcommand on an argparse subparsers object."""
-    p = sub.add_parser(
-        "report",
-        help="aggregate run folders into report.md and a self-contained report.html",
-        description="Table-I-style comparison (mean ± std over seeds, gain over the no-KD run), training curves, "
-        "confusion matrix and per-class AP changes from the runs' results.json files, with published numbers for "
-        "the same dataset.",
-    )
-    p.add_argument("run_dirs", nargs="+", help="run folders (each holding results.json)")
-    p.add_argument("--out", default="report", help="output folder (default: report)")
-    p.set_defaults(func=cmd_report)
-    return p

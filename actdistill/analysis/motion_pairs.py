@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from actdistill.cli import add_motion_pairs_arguments
 from actdistill.data.synthetic_video import MOTION_PAIRS
 from actdistill.errors import ActdistillError
 
@@ -123,12 +124,6 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("runs", nargs="+", help="run folders (or checkpoint files); section.key=value items are overrides")
-    p.add_argument("--checkpoint", default="last", choices=["last", "best"], help="which checkpoint (default: last)")
-    p.add_argument("--json", help="also write the results as JSON here")
-
-
 def cmd_motion_pairs(args: argparse.Namespace) -> int:
     """Print the Markdown table of `run_motion_pairs` for each run."""
     overrides = [r for r in args.runs if "=" in r]
@@ -140,22 +135,10 @@ def cmd_motion_pairs(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_cli(sub: Any) -> argparse.ArgumentParser:
-    """Register a `motion-pairs` subcommand on an argparse subparsers object."""
-    p = sub.add_parser(
-        "motion-pairs",
-        help="accuracy on the synthetic video set's motion-only class pairs (2-way, per pair)",
-        description=__doc__.split("\n\n")[1].replace("\n", " "),
-    )
-    _add_arguments(p)
-    p.set_defaults(func=cmd_motion_pairs)
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
     """`python -m actdistill.analysis.motion_pairs RUN_DIR ...`."""
     parser = argparse.ArgumentParser(prog="python -m actdistill.analysis.motion_pairs", description=__doc__)
-    _add_arguments(parser)
+    add_motion_pairs_arguments(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     try:

@@ -9,7 +9,6 @@ from typing import Any
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, Subset
 
-import actdistill.data.video_dataset  # noqa: E402,F401  (registers ucf101, hmdb51, video_folder, video_list)
 from actdistill.config import DataConfig
 from actdistill.data.collate import collate_skip_broken
 from actdistill.errors import ActdistillError
@@ -50,7 +49,32 @@ class SeededView(Dataset):
         return sample
 
 
-def _limit(dataset: Dataset, n: int) -> Dataset:
+def dataset_targets(dataset: Dataset) -> list[int] | None:
+    """Class index of every sample, read without decoding (`targets` of the dataset, through `Subset`s); or None."""
+    if isinstance(dataset, Subset):
+        inner = dataset_targets(dataset.dataset)
+        return None if inner is None else [inner[i] for i in dataset.indices]
+    targets = getattr(dataset, "targets", None)
+    return None if targets is None else [int(t) for t in targets]
+
+
+def stratified_split(targets: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, val) positions: per class, a seeded `fraction` (at least one sample when the class has two) for val."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + 99991)
+    by_class: dict[int, list[int]] = {}
+    for i, t in enumerate(targets):
+        by_class.setdefault(int(t), []).append(i)
+    val: list[int] = []
+    for label in sorted(by_class):
+        members = by_class[label]
+        take = min(max(round(fraction * len(members)), 1), len(members) - 1) if len(members) > 1 else 0
+        order = torch.randperm(len(members), generator=g).tolist()
+        val += [members[j] for j in order[:take]]
+    chosen = set(val)
+    return [i for i in range(len(targets)) if i not in chosen], sorted(val)
+
+
+def limit(dataset: Dataset, n: int) -> Dataset:
     """The first `n` samples spread evenly over the dataset (keeps every class in small smoke runs)."""
     total = len(dataset)  # type: ignore[arg-type]
     if n <= 0 or n >= total:
@@ -76,7 +100,7 @@ def build_datasets(
     """Build the registered dataset `cfg.name` for both splits (the training split wrapped in `SeededView`)."""
     train, classes = build_split(cfg, "train", train_transform)
     test, _ = build_split(cfg, "test", test_transform)
-    return DatasetBundle(SeededView(_limit(train, cfg.limit_train), seed), _limit(test, cfg.limit_test), classes)
+    return DatasetBundle(SeededView(limit(train, cfg.limit_train), seed), limit(test, cfg.limit_test), classes)
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -134,6 +158,7 @@ def make_loader(
     seed: int = 0,
     rank: int = 0,
     world: int = 1,
+    collate: Callable = collate_skip_broken,
 ) -> DataLoader:
     """A DataLoader tuned for the device: pinned memory on CUDA, prefetching workers, broken samples skipped.
 
@@ -152,17 +177,9 @@ def make_loader(
         num_workers=workers,
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if workers > 0 else None,
-        collate_fn=collate_skip_broken,
+        collate_fn=collate,
         generator=generator,
     )
-
-
-@DATASETS.register("stanford40", task="image", paper="Stanford 40 Actions (Yao et al. 2011); paper 1")
-def _stanford40(cfg: DataConfig, split: str, transform: Callable | None) -> tuple[Dataset, Sequence[str]]:
-    from actdistill.data.stanford40 import Stanford40
-
-    ds = Stanford40(cfg.root, split=split, transform=transform, crop_person=cfg.crop_person)
-    return ds, list(ds.classes)
 
 
 def dataset_task(name: str) -> str:
@@ -176,7 +193,13 @@ def build_transforms(cfg: DataConfig, mean, std) -> tuple[Callable, Callable]:
         from actdistill.data.video_transforms import build_video_transform
 
         flow = cfg.modality == "flow"
-        kwargs = {"size": cfg.image_size, "flow": flow, "resize": cfg.resize or None, "hflip": cfg.hflip}
+        kwargs = {
+            "size": cfg.image_size,
+            "flow": flow,
+            "resize": cfg.resize or None,
+            "hflip": cfg.hflip,
+            "offsets_from": cfg.multiscale_offsets,
+        }
         if not flow:
             kwargs.update(mean=mean, std=std)
         return build_video_transform(True, **kwargs), build_video_transform(False, **kwargs)

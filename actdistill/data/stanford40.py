@@ -19,6 +19,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from actdistill.errors import ActdistillError, suggest
+from actdistill.registry import DATASETS
 
 log = logging.getLogger("actdistill.data")
 
@@ -126,7 +127,7 @@ class Stanford40(Dataset):
         if not self.root.is_dir():
             raise ActdistillError(f"Stanford 40 root {self.root} does not exist; set data.root to the dataset folder")
         self.classes: list[str] = read_actions(self.root)
-        self.samples: list[tuple[str, int]] = read_split(self.root, split)
+        self.samples: list[tuple[str, int]] = _existing(self.root, split, read_split(self.root, split))
         self.targets: list[int] = [label for _, label in self.samples]
         if crop_person and not (self.root / "XMLAnnotations").is_dir():
             raise ActdistillError(
@@ -158,6 +159,29 @@ class Stanford40(Dataset):
             f"Stanford40(root='{self.root}', split='{self.split}', images={len(self)}, classes={len(self.classes)}, "
             f"crop_person={self.crop_person}, transform={self.transform!r})"
         )
+
+
+def _existing(root: Path, split: str, samples: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """The listed images whose file exists (a stat, no decoding); missing ones are named once and dropped."""
+    images = root / "JPEGImages"
+    present = [s for s in samples if (images / s[0]).is_file()]
+    missing = len(samples) - len(present)
+    if samples and not present:
+        raise ActdistillError(
+            f"none of the {len(samples)} images listed in {root / 'ImageSplits' / f'{split}.txt'} exists under "
+            f"{images} (first: {samples[0][0]}); check data.root"
+        )
+    if missing:
+        first = next(s[0] for s in samples if not (images / s[0]).is_file())
+        log.warning("%s split: %d of %d listed images are missing under %s (first: %s); they are left out",
+                    split, missing, len(samples), images, first)  # fmt: skip
+    return present
+
+
+@DATASETS.register("stanford40", task="image", paper="Stanford 40 Actions (Yao et al. 2011); paper 1")
+def _stanford40(cfg: Any, split: str, transform: Callable | None) -> tuple[Stanford40, list[str]]:
+    ds = Stanford40(cfg.root, split=split, transform=transform, crop_person=cfg.crop_person)
+    return ds, list(ds.classes)
 
 
 def _crop(img: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:

@@ -74,6 +74,11 @@ class VideoClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    @property
+    def targets(self) -> list[int]:
+        """Class index of every video, in dataset order (no decoding)."""
+        return [int(r.label) for r in self.records]
+
     def views(self, index: int) -> list[list[int]]:
         """The frame indices of each clip (view) of sample `index`; random in train mode."""
         n = self.records[index].num_frames

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from actdistill.errors import ActdistillError
 
-__all__ = ["add_cli", "export_model", "export_onnx", "input_shape", "load_student", "require_onnx"]
+__all__ = ["export_model", "export_onnx", "input_shape", "load_student", "require_onnx"]
 
 log = logging.getLogger("actdistill")
 ONNX_HINT = "pip install 'actdistill[onnx]'"
@@ -204,22 +204,3 @@ def cmd_export(args: argparse.Namespace) -> int:
     if info["max_abs_diff"] is not None:
         print(f"ONNX Runtime vs PyTorch: max abs diff {info['max_abs_diff']:.2e}")
     return 0
-
-
-def add_cli(sub: Any) -> argparse.ArgumentParser:
-    """Register the `export` subcommand on an argparse subparsers object."""
-    p = sub.add_parser(
-        "export",
-        help="export a checkpoint's student to ONNX (dynamic batch, metadata, verified with ONNX Runtime)",
-        description="Rebuild the student of a run's checkpoint (never the teacher or adapters), export it to ONNX "
-        "with a dynamic batch axis and the run's input size, store class names / mean / std / input size as "
-        "metadata, and check ONNX Runtime against PyTorch on a random input. Needs: " + ONNX_HINT,
-    )
-    p.add_argument("checkpoint", help="a run's checkpoints/best.pt or last.pt")
-    p.add_argument("--format", default="onnx", choices=["onnx"], help="export format (default: onnx)")
-    p.add_argument("--out", help="output file (default: the checkpoint path with .onnx)")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18, the exporter's native one)")
-    p.add_argument("--batch", type=int, default=1, help="batch size of the verification input (default: 1)")
-    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
-    p.set_defaults(func=cmd_export)
-    return p

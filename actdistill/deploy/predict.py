@@ -18,7 +18,7 @@ from torch import Tensor
 
 from actdistill.errors import ActdistillError
 
-__all__ = ["Predictor", "add_cli", "load_predictor", "predict_files"]
+__all__ = ["Predictor", "load_predictor", "predict_files"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -159,20 +159,3 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for rank, t in enumerate(res["top"], 1):
             print(f"  {rank}. {t['class']:<28} {100 * t['prob']:6.2f}%")
     return 0
-
-
-def add_cli(sub: Any) -> argparse.ArgumentParser:
-    """Register the `predict` subcommand on an argparse subparsers object."""
-    p = sub.add_parser(
-        "predict",
-        help="top-k actions for images or videos, from a checkpoint or an exported ONNX model",
-        description="Classify image files (jpg/png) or videos (files or frame folders; softmax averaged over "
-        "--num-clips evenly spaced clips) with a run's checkpoint or a model written by `actdistill export`.",
-    )
-    p.add_argument("model", help="checkpoint (.pt) or exported .onnx file")
-    p.add_argument("files", nargs="+", help="image or video files")
-    p.add_argument("--top-k", type=int, default=5, help="classes shown per file (default: 5)")
-    p.add_argument("--num-clips", type=int, default=3, help="video: clips averaged per video (default: 3)")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.set_defaults(func=cmd_predict)
-    return p

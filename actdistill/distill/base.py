@@ -8,7 +8,10 @@ logs `out.parts`. A method:
     `trainable_parameters()` yields student + extras, never the teacher;
   * may define several optimisation stages through `stages()` (paper 2's two-stage training); the
     default is one stage that trains everything trainable with the loss of `forward`;
-  * receives the epoch through `on_epoch(epoch)` (epochs count from 1) for schedules such as warm-ups.
+  * receives the epoch through `on_epoch(epoch)` (epochs count from 1) for schedules such as warm-ups;
+  * says what scores inputs at test time through `predictor()` (the student by default; paper 2's method: the
+    student head on the attention-weighted feature) and how to rebuild it from a checkpoint (`predictor_spec`), so
+    evaluation during training, `actdistill eval`, export and analysis all score the same network.
 """
 
 from __future__ import annotations
@@ -94,21 +97,22 @@ class Distiller(nn.Module):
         """Called by the loop before each training epoch (epochs count from 1)."""
         self.epoch = epoch
 
+    def predictor(self) -> nn.Module:
+        """The network that scores inputs at test time; shares its parameters with this method's modules."""
+        return self.student
+
+    def predictor_spec(self, student_spec: dict[str, Any], teacher_spec: dict[str, Any] | None) -> dict[str, Any]:
+        """How to rebuild `predictor()` with `create_model`: `{"name", "num_classes", "kwargs"}` of a registered
+        model whose `state_dict` keys are `predictor().state_dict()`'s. The student's own spec by default."""
+        return student_spec
+
     def predict(self, x: Tensor) -> Tensor:
-        """Logits used for evaluation: the student's by default (SimKD overrides: projector + teacher head)."""
-        return self.student(x)
+        """`predictor()(x)`: the logits used for evaluation."""
+        return self.predictor()(x)
 
     def teacher_input(self, batch: Batch) -> Tensor:
         """The teacher's view of the batch: `input_t` when the data provides one, else `input`."""
         return batch.get("input_t", batch["input"])
-
-    @torch.no_grad()
-    def teacher_logits(self, batch: Batch) -> Tensor:
-        """Teacher logits for the batch: from the cache (`teacher_logits` key) or computed without autograd."""
-        if "teacher_logits" in batch:
-            return batch["teacher_logits"].float()
-        assert self.teacher is not None, f"{type(self).__name__} needs a teacher"
-        return self.teacher(self.teacher_input(batch)).float()
 
     def student_state(self) -> dict[str, Any]:
         """What to checkpoint besides the student: adapters and method state (e.g. epochs, buffers)."""

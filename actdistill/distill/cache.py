@@ -7,8 +7,10 @@ view's pixels is stored beside the teacher's outputs and checked when the view i
 transform is caught even where the recorded settings look the same. Training epoch `t` replays cache epoch
 `(t - 1) mod E + 1`.
 
-On-disk layout of a cache folder (memory-mapped `.npy` files, written to `<path>.partial` and renamed when done):
-  meta.json      format version, teacher checkpoint sha256, data/transform fingerprint, seed, sizes
+On-disk layout of a cache folder (memory-mapped `.npy` files, written to `<path>.partial` and renamed when done;
+the space is reserved before the first write, so a full disk fails with a message, not a bus error):
+  meta.json      format version, teacher checkpoint sha256, data/transform fingerprint, seed, sizes, and the size and
+                 BLAKE2b digest of every array file (checked when the cache is opened)
   logits.npy     (E, N, k) float16: the teacher's top-k class logits per view (k = all classes by default)
   classes.npy    (E, N, k) int16/int32: their class indices
   lse.npy        (E, N) float32: log-sum-exp of all K logits (restores the dropped classes' total mass)
@@ -22,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -35,11 +36,16 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from actdistill.distill.adapters import global_pool
+from actdistill.distill.logit import class_logits
+from actdistill.distill.taps import probe_shapes, resolve_tap, run_model
 from actdistill.errors import ActdistillError
+from actdistill.utils.runtime import autocast
 
 log = logging.getLogger("actdistill")
 
 FORMAT_VERSION = 1
+PARTIAL_MARKER = ".actdistill-cache-partial"  # inside `<path>.partial` while this toolkit writes it
 _FILES = ("meta.json", "logits.npy", "classes.npy", "lse.npy", "views.npy")
 # Data settings that change what a training view looks like (everything else, e.g. batch size, does not).
 _VIEW_KEYS = (
@@ -67,6 +73,23 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: stream.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """BLAKE2b (128-bit) hex digest of a file, read in 4 MiB blocks."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def is_cache(path: Path) -> bool:
+    """A folder holding a teacher cache written by this toolkit (its meta.json names a format version)."""
+    try:
+        return "format_version" in json.loads((path / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
 
 
 def cache_key(data: Mapping[str, Any], teacher: Mapping[str, Any], seed: int, mean: Any, std: Any) -> dict[str, Any]:
@@ -116,16 +139,37 @@ class TeacherCache:
                 f"teacher.cache {self.path} is not a complete teacher cache (missing {', '.join(missing)}){hint}; "
                 "build it with `actdistill cache build CONFIG --out PATH`"
             )
-        self.meta = json.loads((self.path / "meta.json").read_text())
+        try:
+            self.meta = json.loads((self.path / "meta.json").read_text())
+            if not isinstance(self.meta, dict):
+                raise ValueError("not a mapping")
+        except (OSError, ValueError) as exc:
+            raise ActdistillError(
+                f"teacher.cache {self.path}: meta.json is not valid ({exc.__class__.__name__}); rebuild the cache with "
+                "`actdistill cache build CONFIG --out PATH --overwrite`"
+            ) from None
         if self.meta.get("format_version") != FORMAT_VERSION:
             raise ActdistillError(
                 f"teacher.cache {self.path} has format version {self.meta.get('format_version')}, this actdistill "
                 f"reads version {FORMAT_VERSION}; rebuild it with `actdistill cache build`"
             )
+        self._verify_files()
         self.epochs, self.num_samples = int(self.meta["epochs"]), int(self.meta["num_samples"])
         self.num_classes, self.topk = int(self.meta["num_classes"]), int(self.meta["topk"])
         self.feature_layer: str | None = self.meta.get("feature_layer")
         self._arrays: dict[str, np.ndarray] | None = None
+
+    def _verify_files(self) -> None:
+        """Each array file has the size and digest recorded when it was written (truncated or edited: refused)."""
+        for name, record in (self.meta.get("files") or {}).items():
+            path = self.path / name
+            size = path.stat().st_size if path.is_file() else -1
+            if size != record["bytes"] or file_digest(path) != record["blake2b"]:
+                what = "is missing" if size < 0 else "is truncated" if size < record["bytes"] else "was modified"
+                raise ActdistillError(
+                    f"teacher.cache {self.path}: {name} {what} since the cache was built (size or checksum differs); "
+                    "rebuild it with `actdistill cache build CONFIG --out PATH --overwrite`"
+                )
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The memory-mapped arrays, opened lazily (each DataLoader worker maps its own)."""
@@ -221,8 +265,6 @@ class CachedTeacherView(Dataset):
 
 def pooled_dim(teacher: torch.nn.Module, feature_layer: str) -> int:
     """Channels C of the pooled `(B, C)` feature of tap `feature_layer` (maps `(B, C, ...)`, tokens `(B, N, C)`)."""
-    from actdistill.distill.taps import probe_shapes, resolve_tap
-
     shape = probe_shapes(teacher, [resolve_tap(teacher, feature_layer)])[0]
     return int(shape[-1] if len(shape) == 3 else shape[1])
 
@@ -237,7 +279,7 @@ def write_cache(
     path: str | Path,
     teacher: torch.nn.Module,
     view: Any,
-    loader_for: Any,
+    loader: Any,
     *,
     epochs: int,
     topk: int,
@@ -250,39 +292,32 @@ def write_cache(
 ) -> Path:
     """Run `teacher` over `epochs` epochs of `view` (a `SeededView`) and write the cache folder atomically.
 
-    `loader_for(view)` makes an in-order loader over the view yielding batches with `input` and `index`.
+    `loader`: an in-order loader over `view` yielding batches with `input` and `index` (iterated once per epoch).
     `feature_layer` (a tap spec as the methods' `teacher_layer`: stage index or name) also stores that layer's
     globally pooled output per view.
     """
-    from actdistill.distill.adapters import global_pool
-    from actdistill.distill.logit import class_logits
-    from actdistill.distill.taps import resolve_tap, run_model
-    from actdistill.engine.runtime import autocast
-
     path = Path(path)
     k = num_classes if topk <= 0 else min(topk, num_classes)
     n = len(view)
-    partial = path.with_name(path.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    partial = prepare_partial(path)
     index_dtype = np.int16 if num_classes <= 2**15 else np.int32
-    arrays = {
-        "logits": np.lib.format.open_memmap(partial / "logits.npy", "w+", np.float16, (epochs, n, k)),
-        "classes": np.lib.format.open_memmap(partial / "classes.npy", "w+", index_dtype, (epochs, n, k)),
-        "lse": np.lib.format.open_memmap(partial / "lse.npy", "w+", np.float32, (epochs, n)),
-        "views": np.lib.format.open_memmap(partial / "views.npy", "w+", np.float32, (epochs, n, 4)),
+    shapes: dict[str, tuple[Any, tuple[int, ...]]] = {
+        "logits": (np.float16, (epochs, n, k)),
+        "classes": (index_dtype, (epochs, n, k)),
+        "lse": (np.float32, (epochs, n)),
+        "views": (np.float32, (epochs, n, 4)),
     }
     taps: tuple = ()
     if feature_layer is not None:
         taps = (resolve_tap(teacher, feature_layer),)
-        dim = pooled_dim(teacher, feature_layer)
-        arrays["pooled"] = np.lib.format.open_memmap(partial / "pooled.npy", "w+", np.float16, (epochs, n, dim))
+        shapes["pooled"] = (np.float16, (epochs, n, pooled_dim(teacher, feature_layer)))
+    arrays = {name: _reserved_memmap(partial / f"{name}.npy", *spec) for name, spec in shapes.items()}
     written = np.zeros((epochs, n), dtype=bool)
     teacher.eval()
     tick = time.perf_counter()
     for epoch in range(1, epochs + 1):
         view.set_epoch(epoch)
-        for batch in loader_for(view):
+        for batch in loader:
             if "input" not in batch:
                 continue
             index = batch["index"].numpy()
@@ -312,6 +347,8 @@ def write_cache(
         )
     for array in arrays.values():
         array.flush()
+    del arrays
+    files = {f"{name}.npy": _file_record(partial / f"{name}.npy") for name in shapes}
     meta = {
         "format_version": FORMAT_VERSION,
         "epochs": epochs,
@@ -323,17 +360,54 @@ def write_cache(
         "feature_layer": feature_layer,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "build_time_s": round(time.perf_counter() - tick, 1),
+        "files": files,
         **(extra_meta or {}),
     }
     (partial / "meta.json").write_text(json.dumps(meta, indent=1))
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(partial, path)
+    (partial / PARTIAL_MARKER).unlink()
+    replace_cache(partial, path)
     return path
 
 
-def human_bytes(n: float) -> str:
-    """`1536` → `'1.5 KiB'`."""
-    units = ("B", "KiB", "MiB", "GiB", "TiB")
-    power = min(int(math.log(max(n, 1), 1024)), len(units) - 1)
-    return f"{n / 1024**power:.1f} {units[power]}"
+def prepare_partial(path: Path) -> Path:
+    """A fresh `<path>.partial` folder to build in; an old one is removed only if this toolkit made it."""
+    partial = path.with_name(path.name + ".partial")
+    if partial.exists():
+        if not (partial / PARTIAL_MARKER).exists():
+            raise ActdistillError(f"{partial} exists and was not made by `actdistill cache build`; move it away")
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    (partial / PARTIAL_MARKER).touch()
+    return partial
+
+
+def replace_cache(partial: Path, path: Path) -> None:
+    """Move the finished `partial` to `path`; an old cache there (checked by the caller) is swapped out first."""
+    if path.exists():
+        if not is_cache(path):
+            raise ActdistillError(f"{path} appeared during the build and is not a teacher cache; the new cache is "
+                                  f"left in {partial}")  # fmt: skip
+        old = path.with_name(f"{path.name}.old-{os.getpid()}")
+        os.replace(path, old)
+        os.replace(partial, path)
+        shutil.rmtree(old)
+        return
+    os.replace(partial, path)
+
+
+def _reserved_memmap(path: Path, dtype: Any, shape: tuple[int, ...]) -> np.memmap:
+    """`open_memmap` whose disk blocks are allocated now: a full disk raises here, not as a bus error later."""
+    array = np.lib.format.open_memmap(path, "w+", dtype, shape)
+    try:
+        with open(path, "r+b") as stream:
+            os.posix_fallocate(stream.fileno(), 0, path.stat().st_size)
+    except OSError as exc:
+        raise ActdistillError(
+            f"cache build: could not reserve {path.stat().st_size} bytes for {path} ({exc.strerror}); free space "
+            "there or choose another --out"
+        ) from None
+    return array
+
+
+def _file_record(path: Path) -> dict[str, Any]:
+    return {"bytes": path.stat().st_size, "blake2b": file_digest(path)}

@@ -14,10 +14,10 @@ from torch import Tensor, nn
 from actdistill.distill.base import Batch, Distiller, StepOutput, make_output
 from actdistill.distill.feature import AttentionTaps, FeatureDistiller, LayerSpec, layer_pairs
 from actdistill.distill.functional import kd_loss
-from actdistill.distill.logit import class_logits, register_method
+from actdistill.distill.logit import class_logits
 from actdistill.distill.taps import run_model, shared_forward
 from actdistill.errors import ActdistillError, suggest
-from actdistill.registry import METHODS
+from actdistill.registry import METHODS, register_method
 
 
 def _sub_method(cfg: Any, i: int) -> tuple[str, type[Distiller], dict[str, Any], float]:
@@ -108,8 +108,11 @@ class Combo(Distiller):
         for sub in self.subs:
             sub.epoch = self.epoch
 
-    def predict(self, x: Tensor) -> Tensor:
-        return self.subs[0].predict(x)
+    def predictor(self) -> nn.Module:
+        return self.subs[0].predictor()
+
+    def predictor_spec(self, student_spec: dict[str, Any], teacher_spec: dict[str, Any] | None) -> dict[str, Any]:
+        return self.subs[0].predictor_spec(student_spec, teacher_spec)
 
     def forward(self, batch: Batch) -> StepOutput:
         with shared_forward():

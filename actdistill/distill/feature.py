@@ -10,6 +10,7 @@ optimised with the student, saved by `student_state()` and never part of the exp
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 from actdistill.distill.adapters import FeatureAdapter, build_adapter
 from actdistill.distill.base import Batch, Distiller, StepOutput, make_output
 from actdistill.distill.functional import at_loss, fn_loss, hint_loss, mgd_loss, simkd_loss
-from actdistill.distill.logit import class_logits, register_method
+from actdistill.distill.logit import class_logits
 from actdistill.distill.taps import (
     ModelRun,
     Tap,
@@ -31,6 +32,7 @@ from actdistill.distill.taps import (
     run_model,
 )
 from actdistill.errors import ActdistillError
+from actdistill.registry import register_method
 
 LayerSpec = int | str
 
@@ -348,6 +350,7 @@ class SimKD(FeatureDistiller):
         if not has_contract(teacher):
             raise ActdistillError("simkd reuses the teacher's forward_head; the teacher must follow the model contract")
         self.weight, self.ce_weight = float(weight), float(ce_weight)
+        self.student_layer, self.teacher_layer, self.factor = student_layer, teacher_layer, int(factor)
         self.tap_s, self.tap_t, self.layout = self._pair(
             student_layer, teacher_layer, project="never", resize="none", time="tile"
         )
@@ -374,9 +377,16 @@ class SimKD(FeatureDistiller):
             parts.update(self._ce(logits, batch, self.ce_weight))
         return make_output(logits, parts)
 
-    def predict(self, x: Tensor) -> Tensor:
-        """`(B, K)`: teacher head on the projected student feature."""
-        return simkd_predict(self.student, self.tap_s, self.layout, self.projector, self.teacher, x)
+    def predictor(self) -> nn.Module:
+        """`(B, K)`: teacher head on the projected student feature (`deployable()`)."""
+        return self.deployable()
+
+    def predictor_spec(self, student_spec: dict[str, Any], teacher_spec: dict[str, Any] | None) -> dict[str, Any]:
+        if teacher_spec is None:
+            raise ActdistillError("simkd: the teacher's model spec is needed to rebuild the predictor")
+        kwargs = {"student": student_spec, "teacher": teacher_spec, "factor": self.factor}
+        kwargs.update(student_layer=self.student_layer, teacher_layer=self.teacher_layer)
+        return {"name": "simkd_predictor", "num_classes": student_spec["num_classes"], "kwargs": kwargs}
 
     def deployable(self) -> nn.Module:
         """A standalone module computing `predict`: the student, this projector and a copy of the teacher pruned to the

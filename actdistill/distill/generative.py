@@ -23,8 +23,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from actdistill.distill.base import Batch, Distiller, Stage, StepOutput, make_output
-from actdistill.distill.logit import class_logits, register_method
+from actdistill.distill.logit import class_logits
 from actdistill.errors import ActdistillError
+from actdistill.registry import register_method
+from actdistill.utils.runtime import mean_over_ranks
 
 log = logging.getLogger("actdistill")
 
@@ -89,6 +91,32 @@ def attention_weighted_feature(feature: Tensor, attention: Tensor, per_sample: b
     den = weighted.sum(dim=dims, keepdim=True)
     safe = torch.where(den != 0, den, torch.ones_like(den))
     return weighted * torch.where(den != 0, num / safe, torch.ones_like(den))
+
+
+class AttentionPredictor(nn.Module):
+    """Student + paper 2's attention module: `(B, C, T, H, W)` → per-step logits `(B, K, T'')` (eqs. 8-10, 12).
+
+    Follows the model contract: `forward_features` is the student's; `forward_head(F)` weights F by its attention
+    first, so `forward(x) == forward_head(forward_features(x)[-1])`. Registered as the model `attention_predictor`
+    (distill/predictors.py), which is how a `generative` checkpoint is rebuilt for evaluation and export.
+    """
+
+    def __init__(self, student: nn.Module, attention: AttentionModule, per_sample_sigma: bool = False) -> None:
+        super().__init__()
+        self.student, self.attention, self.per_sample_sigma = student, attention, per_sample_sigma
+        self.pretrained_cfg = getattr(student, "pretrained_cfg", None)
+        self.feature_info = getattr(student, "feature_info", None)
+        self.num_classes = getattr(student, "num_classes", None)
+
+    def forward_features(self, x: Tensor) -> list[Tensor]:
+        return self.student.forward_features(x)
+
+    def forward_head(self, feature: Tensor) -> Tensor:
+        weighted = attention_weighted_feature(feature, self.attention(feature), self.per_sample_sigma)
+        return self.student.forward_head(weighted)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x)[-1])
 
 
 # ------------------------------------------------------------------------------------------ CVAE (paper 2, eqs. 3, 5-7)
@@ -171,13 +199,6 @@ def kl_to_prior(mu: Tensor, logvar: Tensor, prior_mean: Tensor) -> Tensor:
     return -0.5 * torch.mean(1 + logvar - (mu - prior_mean).pow(2) - logvar.exp())
 
 
-def cvae_loss(
-    feature: Tensor, recon: Tensor, mu: Tensor, logvar: Tensor, prior_mean: Tensor, kl_weight: float = 0.1
-) -> Tensor:
-    """Eq. 5 as coded (negative ELBO): `mean((F − F̂)²) + α·KLD`, α = 0.1; `prior_mean` λ = Aᵀ `(B, T', C)`."""
-    return F.mse_loss(recon, feature) + kl_weight * kl_to_prior(mu, logvar, prior_mean)
-
-
 def recon_weight(epoch: int, mode: str = "code", max_weight: float = 0.5, ramp_epochs: int = 20) -> float:
     """Weight of L_recon in eq. 15: P2's code `min(epoch, 20)/20 · 0.5` (epochs from 1); `paper` gives 1."""
     if mode == "paper":
@@ -230,12 +251,117 @@ def feature_shape(model: nn.Module, input_size: Sequence[int], in_channels: int 
     return tuple(out.shape[1:])
 
 
-class _AttentionCVAE(Distiller):
-    """Shared two-stage machinery (paper 2, Fig. 2): the trainable attention module and CVAE on the last feature map.
+def _steps(x: Tensor, mask: Tensor) -> Tensor:
+    """`(B, C, T)` → `(N_valid, C)`: the valid time steps, so that means run over real positions only."""
+    return x.transpose(1, 2)[mask]
 
-    Stage 1 ("generative"): params = CVAE; the backbone and attention run without autograd (they are frozen then,
-    BN statistics still update as in the code). Stage 2 ("attention"): params = backbone + attention; the CVAE
-    decoder stays in the graph (frozen by the engine) for L_recon.
+
+def masked_mse(a: Tensor, b: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean of `(a − b)²` over every entry, or over the valid steps of `(B, C, T)` maps when `mask` `(B, T)` is given
+    (the denominator averaged over processes under torchrun)."""
+    if mask is None:
+        return F.mse_loss(a, b)
+    m = mask[:, None].to(a.dtype)
+    count = mean_over_ranks(m.sum() * a.shape[1]).clamp_min(1)
+    return (((a - b) ** 2) * m).sum() / count
+
+
+class GenerativeStages(Distiller):
+    """Paper 2's two optimisation stages per epoch (Fig. 2; eqs. 13-15), for any network with a map F and an
+    attention A over it: video classifiers (`generative`, `generative_teacher`) and temporal detectors
+    (`detection_generative_*`, the detection form).
+
+    Stage 1 ("generative", Adam 1e-4, betas (0.8, 0.999), as paper 2's official code): the CVAE learns F from A with
+    `L_cvae = MSE(F̂, F) + α·KL` (eq. 5) on the network's detached (F, A), plus `_kd_gen`. Stage 2 ("attention", the
+    run's optimiser): the network and its attention train on the task loss + `w_recon(epoch)·L_recon` (eq. 13: the
+    frozen CVAE decodes `z = Aᵀ + ε`, compared with F, not detached) + `_kd_att`. A subclass supplies
+    `generative_input(batch) -> (logits, F, A, mask)` (without autograd) and `attention_output(batch) -> (logits, F,
+    A, task parts, mask, extra)`; `mask` `(B, T)` marks valid steps of `(B, C, T)` maps (None: dense maps).
+    """
+
+    cvae: CVAE
+    use_recon: bool
+    kl_weight: float
+
+    def setup_stages(
+        self, cvae: CVAE, kl_weight: float, recon_weight_mode: str, recon_max_weight: float,
+        recon_ramp_epochs: int, use_recon: bool,
+    ) -> None:  # fmt: skip
+        """Call from `__init__`: the CVAE and the weights of eqs. 5 and 15."""
+        recon_weight(1, recon_weight_mode)  # validate early
+        self.cvae, self.kl_weight, self.use_recon = cvae, float(kl_weight), bool(use_recon)
+        self.recon_weight_mode, self.recon_max_weight = recon_weight_mode, float(recon_max_weight)
+        self.recon_ramp_epochs = int(recon_ramp_epochs)
+
+    # -- what a subclass provides
+    def generative_input(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        raise NotImplementedError
+
+    def attention_output(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor], Tensor | None, Any]:
+        raise NotImplementedError
+
+    def _kd_gen(self, batch: Batch, feature: Tensor, attention: Tensor, recon: Tensor, mask: Tensor | None) -> dict:
+        return {}
+
+    def _kd_att(self, batch: Batch, extra: Any) -> dict[str, Tensor]:
+        return {}
+
+    def _stage2_parameters(self) -> Iterator[nn.Parameter]:
+        yield from (p for p in self.student.parameters() if p.requires_grad)
+
+    def _cvae_parameters(self) -> Iterator[nn.Parameter]:
+        yield from (p for p in self.cvae.parameters() if p.requires_grad)
+
+    # -- the stages
+    def cvae_terms(self, feature: Tensor, attention: Tensor, mask: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
+        """F̂ and eq. 5 as coded: `cvae_mse` = mean((F − F̂)²), `cvae_kld` = α·KL(N(μ, σ²) ‖ N(Aᵀ, I)) (mean)."""
+        recon, mu, logvar = self.cvae(feature, attention)
+        prior = attention.transpose(1, 2)
+        if mask is not None:
+            mu, logvar, prior = mu[mask], logvar[mask], prior[mask]
+        return recon, {
+            "cvae_mse": masked_mse(recon, feature, mask),
+            "cvae_kld": self.kl_weight * kl_to_prior(mu, logvar, prior),
+        }
+
+    def forward_generative(self, batch: Batch) -> StepOutput:
+        """Stage 1, eq. 14: `L_cvae (+ β·L_KD-gen)` on the network's detached (F, A)."""
+        with torch.no_grad():
+            logits, feature, attention, mask = self.generative_input(batch)
+        feature, attention = feature.float(), attention.float()
+        recon, parts = self.cvae_terms(feature, attention, mask)
+        parts.update(self._kd_gen(batch, feature, attention, recon, mask))
+        return make_output(logits.float(), parts)
+
+    def forward_attention(self, batch: Batch) -> StepOutput:
+        """Stage 2, eq. 15: task loss + `w_recon(epoch)·L_recon` (+ γ·L_KD-att)."""
+        logits, feature, attention, parts, mask, extra = self.attention_output(batch)
+        metrics: dict[str, Tensor | float] = {}
+        if self.use_recon:
+            weight = recon_weight(self.epoch, self.recon_weight_mode, self.recon_max_weight, self.recon_ramp_epochs)
+            raw = masked_mse(self.cvae.inference(attention).float(), feature.float(), mask)
+            parts["recon"] = weight * raw
+            metrics.update(recon_raw=raw.detach(), recon_weight=weight)
+        parts.update(self._kd_att(batch, extra))
+        return make_output(logits.float(), parts, metrics)
+
+    def forward(self, batch: Batch) -> StepOutput:
+        """The stage 2 objective (what a single-stage caller would train); the engine uses `stages()`."""
+        return self.forward_attention(batch)
+
+    def stages(self) -> list[Stage]:
+        """Per epoch: a full pass of stage 1 ("generative", Adam override), then stage 2 ("attention")."""
+        return [
+            GenerativeStage("generative", self._cvae_parameters, self.forward_generative, optim=dict(CVAE_OPTIM)),
+            GenerativeStage("attention", self._stage2_parameters, self.forward_attention, optim=None),
+        ]
+
+
+class _AttentionCVAE(GenerativeStages):
+    """Paper 2's method on a video classifier: attention module and CVAE on the last feature map (Mixed_5c).
+
+    Stage 1 params = CVAE (backbone and attention run without autograd; BN statistics still update, as in the
+    code); stage 2 params = backbone + attention, the task loss L_clf on the attention-weighted feature (eq. 12).
     """
 
     def __init__(
@@ -255,18 +381,17 @@ class _AttentionCVAE(Distiller):
         groups: int,
     ) -> None:
         super().__init__(student, teacher)
-        recon_weight(1, recon_weight_mode)  # validate early
-        classification_loss(torch.zeros(1, 1), torch.zeros(1, dtype=torch.long), clf_loss)
+        classification_loss(torch.zeros(1, 1), torch.zeros(1, dtype=torch.long), clf_loss)  # validate early
         self.shape = feature_shape(student, input_size, in_channels)
         c, t, h, w = self.shape
         self.input_size = tuple(input_size)
         self.attention = AttentionModule(c, t, spatial_kernel=(h, w), groups=groups)
-        self.cvae = CVAE(c, t, spatial=(h, w), groups=groups)
-        self.kl_weight, self.clf_loss, self.per_sample_sigma = float(kl_weight), clf_loss, bool(per_sample_sigma)
-        self.recon_weight_mode, self.recon_max_weight = recon_weight_mode, float(recon_max_weight)
-        self.recon_ramp_epochs, self.use_recon = int(recon_ramp_epochs), bool(use_recon)
+        self.setup_stages(
+            CVAE(c, t, spatial=(h, w), groups=groups), kl_weight, recon_weight_mode, recon_max_weight,
+            recon_ramp_epochs, use_recon,
+        )  # fmt: skip
+        self.groups, self.clf_loss, self.per_sample_sigma = groups, clf_loss, bool(per_sample_sigma)
 
-    # -- helpers
     def _features(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Student Mixed_5c F `(B, C, T', H', W')` and its attention A `(B, C, T')`."""
         feature = self.student.forward_features(x)[-1]
@@ -282,67 +407,34 @@ class _AttentionCVAE(Distiller):
         """Per-step logits `(B, K, T'')` from the attention-weighted feature (eq. 9-10, 12)."""
         return self.student.forward_head(attention_weighted_feature(feature, attention, self.per_sample_sigma))
 
-    def _kd_gen(self, feature: Tensor, attention: Tensor, recon: Tensor) -> dict[str, Tensor]:
-        return {}
+    def generative_input(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, None]:
+        feature, attention = self._features(batch["input"])
+        return class_logits(self._head(feature, attention)), feature, attention, None
 
-    def _kd_att(self, batch: Batch, attention: Tensor) -> dict[str, Tensor]:
-        return {}
-
-    # -- stages
-    def forward_generative(self, batch: Batch) -> StepOutput:
-        """Stage 1, eq. 14: `L_cvae (+ β·L_KD-gen)` on the student's detached (F, A)."""
-        with torch.no_grad():
-            feature, attention = self._features(batch["input"])
-            logits = class_logits(self._head(feature, attention)).float()
-        feature, attention = feature.float(), attention.float()
-        recon, mu, logvar = self.cvae(feature, attention)
-        parts = {
-            "cvae_mse": F.mse_loss(recon, feature),
-            "cvae_kld": self.kl_weight * kl_to_prior(mu, logvar, attention.transpose(1, 2)),
-            **self._kd_gen(feature, attention, recon),
-        }
-        return make_output(logits, parts)
-
-    def forward_attention(self, batch: Batch) -> StepOutput:
-        """Stage 2, eq. 15: `L_clf + w_recon(epoch)·L_recon (+ γ·L_KD-att)`."""
+    def attention_output(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor], None, Tensor]:
         feature, attention = self._features(batch["input"])
         logits = self._head(feature, attention)
         parts = {"clf": classification_loss(logits, batch["label"], self.clf_loss)}
-        metrics: dict[str, Tensor | float] = {}
-        if self.use_recon:
-            weight = recon_weight(self.epoch, self.recon_weight_mode, self.recon_max_weight, self.recon_ramp_epochs)
-            raw = F.mse_loss(self.cvae.inference(attention).float(), feature.float())  # F un-weighted, not detached
-            parts["recon"] = weight * raw
-            metrics.update(recon_raw=raw.detach(), recon_weight=weight)
-        parts.update(self._kd_att(batch, attention))
-        return make_output(class_logits(logits).float(), parts, metrics)
-
-    def forward(self, batch: Batch) -> StepOutput:
-        """The Stage 2 objective (what a single-stage caller would train); the engine uses `stages()`."""
-        return self.forward_attention(batch)
+        return class_logits(logits), feature, attention, parts, None, attention
 
     def _stage2_parameters(self) -> Iterator[nn.Parameter]:
         yield from (p for p in self.student.parameters() if p.requires_grad)
         yield from (p for p in self.attention.parameters() if p.requires_grad)
-
-    def _cvae_parameters(self) -> Iterator[nn.Parameter]:
-        yield from (p for p in self.cvae.parameters() if p.requires_grad)
-
-    def stages(self) -> list[Stage]:
-        """Per epoch: a full pass of Stage 1 ("generative", Adam override), then Stage 2 ("attention", run's optim)."""
-        return [
-            GenerativeStage("generative", self._cvae_parameters, self.forward_generative, optim=dict(CVAE_OPTIM)),
-            GenerativeStage("attention", self._stage2_parameters, self.forward_attention, optim=None),
-        ]
 
     @torch.no_grad()
     def attention_map(self, x: Tensor) -> Tensor:
         """The student's attention `(B, C, T')` for a clip (analysis)."""
         return self._features(x)[1]
 
-    def predict(self, x: Tensor) -> Tensor:
+    def predictor(self) -> AttentionPredictor:
         """Attention-only inference (no CVAE): student head on the attention-weighted feature, `(B, K, T'')`."""
-        return self._head(*self._features(x))
+        return AttentionPredictor(self.student, self.attention, self.per_sample_sigma)
+
+    def predictor_spec(self, student_spec: dict[str, Any], teacher_spec: dict[str, Any] | None) -> dict[str, Any]:
+        c, t, h, w = self.shape
+        kwargs = {"student": student_spec, "channels": c, "time_steps": t, "spatial": [h, w]}
+        kwargs.update(groups=self.groups, per_sample_sigma=self.per_sample_sigma)
+        return {"name": "attention_predictor", "num_classes": student_spec["num_classes"], "kwargs": kwargs}
 
 
 _COMMON_NOTES = "two stages per epoch (generative: CVAE, Adam 1e-4; attention: backbone + attention, run's optim)"
@@ -492,7 +584,9 @@ class Generative(_AttentionCVAE):
         self.teacher_side.eval()
         return self
 
-    def _kd_gen(self, feature: Tensor, attention: Tensor, recon: Tensor) -> dict[str, Tensor]:
+    def _kd_gen(
+        self, batch: Batch, feature: Tensor, attention: Tensor, recon: Tensor, mask: Tensor | None
+    ) -> dict[str, Tensor]:
         """Eq. 4: `β·MSE(F̂_S, F̂_T)`, the teacher CVAE fed the student's (F, A) with its own ε (paper 2's code)."""
         if not self.use_kd_gen:
             return {}
@@ -500,7 +594,7 @@ class Generative(_AttentionCVAE):
             target = self.teacher_side["cvae"](feature, attention)[0]
         return {"kd_gen": self.beta * F.mse_loss(recon, target.float())}
 
-    def _kd_att(self, batch: Batch, attention: Tensor) -> dict[str, Tensor]:
+    def _kd_att(self, batch: Batch, attention: Tensor) -> dict[str, Tensor]:  # type: ignore[override]
         """Eq. 11: `γ·MSE(A_S, A_T)`, A_T from the teacher's own backbone + attention on the same clip (detached)."""
         if not self.use_kd_att:
             return {}

@@ -1,14 +1,9 @@
 """Logit-based methods: the plain baseline, Hinton KD (paper 1, eq. 2), DKD, CTKD and DIST (their original papers).
 
-Also home of `register_method`, which registers a method with metadata that `actdistill list methods` prints
-(paper, knowledge type, defaults read from the keyword-only signature, source of the defaults).
+Methods register with `actdistill.registry.register_method` (name, paper, knowledge type, source of the defaults).
 """
 
 from __future__ import annotations
-
-import inspect
-from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,30 +12,7 @@ from torch import Tensor, nn
 from actdistill.distill.base import Batch, Distiller, StepOutput, make_output
 from actdistill.distill.functional import ctkd_lambda, ctkd_temperature, dist_parts, dkd_parts, kd_loss
 from actdistill.distill.taps import ModelRun, run_model
-from actdistill.registry import METHODS
-
-
-def signature_defaults(cls: type) -> str:
-    """`"a=1, b=2"`: the keyword-only hyper-parameters of `cls.__init__` with their defaults."""
-    params = inspect.signature(cls.__init__).parameters.values()
-    return ", ".join(f"{p.name}={p.default!r}" for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
-
-
-def register_method(
-    name: str, *aliases: str, paper: str, knowledge: str, source: str = "", notes: str = ""
-) -> Callable[[type], type]:
-    """Register a Distiller under `name` (and `aliases`) with metadata; `defaults` come from its signature."""
-
-    def deco(cls: type) -> type:
-        meta: dict[str, Any] = dict(paper=paper, knowledge=knowledge, defaults=signature_defaults(cls), source=source)
-        if notes:
-            meta["notes"] = notes
-        METHODS.register(name, **meta)(cls)
-        for alias in aliases:
-            METHODS.register(alias, **meta, alias_of=name)(cls)
-        return cls
-
-    return deco
+from actdistill.registry import register_method
 
 
 def class_logits(logits: Tensor) -> Tensor:

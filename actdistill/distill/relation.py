@@ -15,9 +15,10 @@ from actdistill.distill.adapters import channels_of, global_pool
 from actdistill.distill.base import Batch, StepOutput, make_output
 from actdistill.distill.feature import FeatureDistiller, LayerSpec
 from actdistill.distill.functional import crd_loss, rkd_parts
-from actdistill.distill.logit import class_logits, register_method
+from actdistill.distill.logit import class_logits
 from actdistill.distill.taps import ModelRun, Tap, probe_shapes, run_model
 from actdistill.errors import ActdistillError
+from actdistill.registry import register_method
 
 
 class PooledRelationDistiller(FeatureDistiller):

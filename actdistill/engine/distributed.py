@@ -1,6 +1,6 @@
 """Data parallelism under torchrun: process group, the DDP-wrapped distiller, and the few collectives the loop needs.
 
-Design (docs/distributed.md): the whole `Distiller` is wrapped in `DistributedDataParallel` through `StageRunner`, a
+Design (docs/distributed.md): the whole `Distiller` is wrapped in `DistributedDataParallel` through `TrainStep`, a
 module whose forward runs stage `i`, so every stage's loss passes through DDP's forward and the gradients of the
 student and adapters are all-reduced during backward. The teacher is replicated, never synchronised: its
 parameters and buffers are excluded from DDP. With one process every `Replicas` method is the plain local path.
@@ -9,6 +9,7 @@ parameters and buffers are excluded from DDP. With one process every `Replicas` 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import warnings
@@ -22,15 +23,15 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from actdistill.distill.base import Batch, Distiller, Stage, StepOutput
-from actdistill.engine.runtime import autocast, resolve_device
 from actdistill.errors import ActdistillError
 from actdistill.eval.metrics import ClassificationMeter
+from actdistill.utils.runtime import autocast, resolve_device
 
 log = logging.getLogger("actdistill")
 
 # Modules whose `update(index, *embeddings, ...)` writes a memory bank: their updates are all-gathered so that
-# every rank's bank sees every sample (CRD). A new memory-bank module is added here, not in the loop.
-GATHERED_UPDATES = ("ContrastMemory",)
+# every rank's bank sees every sample (CRD, paper 3's PCL). A new memory-bank module is added here, not in the loop.
+GATHERED_UPDATES = ("ContrastMemory", "MemoryBank")
 
 
 @dataclass
@@ -52,8 +53,11 @@ class DistContext:
             dist.destroy_process_group()
 
 
-def init_distributed(device_spec: str = "auto") -> tuple[DistContext, torch.device]:
-    """Join the torchrun job described by WORLD_SIZE/RANK/LOCAL_RANK (nccl on CUDA, gloo on CPU); else one process."""
+def init_distributed(device_spec: str = "auto", timeout_s: float = 1800.0) -> tuple[DistContext, torch.device]:
+    """Join the torchrun job described by WORLD_SIZE/RANK/LOCAL_RANK (nccl on CUDA, gloo on CPU); else one process.
+
+    `timeout_s`: a collective that waits longer (a rank died or hangs) raises instead of blocking the job forever.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistContext(), resolve_device(device_spec)
@@ -70,14 +74,15 @@ def init_distributed(device_spec: str = "auto") -> tuple[DistContext, torch.devi
         raise ActdistillError(f"distributed training runs on CUDA or CPU, not {device.type}; set train.device=cpu")
     owns = not dist.is_initialized()
     if owns:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        timeout = datetime.timedelta(seconds=timeout_s)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
     if rank != 0:
         logging.getLogger("actdistill").setLevel(logging.WARNING)  # rank 0 reports; others only warn
     return DistContext(rank, world, local_rank, owns), device
 
 
-class StageRunner(nn.Module):
-    """`forward(batch, i)` runs stage `i` of the distiller: one module forward per stage, so DDP can wrap them all."""
+class TrainStep(nn.Module):
+    """`forward(batch, i)` runs stage `i` of the method: one module forward per stage, so DDP can wrap them all."""
 
     def __init__(self, distiller: Distiller) -> None:
         super().__init__()
@@ -88,7 +93,7 @@ class StageRunner(nn.Module):
         return out.loss, out.logits, out.parts, out.metrics  # a pytree (not a dataclass) so DDP finds the tensors
 
 
-def _teacher_names(runner: StageRunner) -> list[str]:
+def _teacher_names(runner: TrainStep) -> list[str]:
     teacher = runner.distiller.teacher
     if teacher is None:
         return []
@@ -163,6 +168,7 @@ class Replicas:
         self.ctx = ctx or DistContext()
         self.device = device or torch.device("cpu")
         self.ddp: nn.parallel.DistributedDataParallel | None = None
+        self.local: TrainStep | None = None
         # Per-step flags and epoch statistics travel over a CPU (gloo) group: with NCCL, reading a flag back
         # from the GPU would wait for all queued GPU work every step. Every rank builds Replicas at the same point.
         self.host_group = None
@@ -179,6 +185,7 @@ class Replicas:
 
     def wrap(self, distiller: Distiller, *, find_unused: bool) -> None:
         """Wrap the distiller in DDP (teacher excluded) and make memory-bank updates see every rank's samples."""
+        self.local = TrainStep(distiller)
         if self.world == 1:
             return
         for module in distiller.modules():
@@ -187,7 +194,7 @@ class Replicas:
         # Depthwise convolutions yield gradients whose size-1 dims have other strides than DDP's buckets: only a
         # copy, not an error, and torch would say so once per process.
         warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-        runner = StageRunner(distiller)
+        runner = self.local
         nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(runner, _teacher_names(runner))
         self.ddp = nn.parallel.DistributedDataParallel(
             runner,
@@ -195,11 +202,9 @@ class Replicas:
             find_unused_parameters=find_unused,
         )
 
-    def forward(self, index: int, stage: Stage, batch: Batch) -> StepOutput:
-        """Stage `index`'s loss, through DDP when distributed."""
-        if self.ddp is None:
-            return stage.forward(batch)
-        loss, logits, parts, metrics = self.ddp(batch, index)
+    def step(self, batch: Batch, stage: int) -> StepOutput:
+        """Stage `stage` of the method on `batch` (its loss, logits, parts), through DDP when distributed."""
+        loss, logits, parts, metrics = (self.ddp or self.local)(batch, stage)
         return StepOutput(loss=loss, logits=logits, parts=parts, metrics=metrics)
 
     def no_sync(self) -> contextlib.AbstractContextManager:
@@ -242,6 +247,14 @@ class Replicas:
             if id(buf) not in skip:
                 dist.broadcast(buf, src=0)
 
+    def gather_objects(self, items: list[Any]) -> list[Any]:
+        """Concatenate a picklable list of every rank, in rank order (e.g. detection predictions)."""
+        if self.world == 1:
+            return list(items)
+        every: list[Any] = [None] * self.world
+        dist.all_gather_object(every, list(items), group=self.host_group)
+        return [item for part in every for item in part]
+
     def gather_meter(self, meter: ClassificationMeter) -> ClassificationMeter:
         """One meter holding every rank's samples, in rank order (each rank holds a contiguous test shard)."""
         if self.world == 1:
@@ -259,6 +272,7 @@ def wrap_distiller(
 ) -> None:
     """DDP around the distiller, looking for unused parameters only where a probe forward finds some."""
     if replicas.world == 1:
+        replicas.wrap(distiller, find_unused=False)
         return
     stages = distiller.stages()
     find_unused, unused = len(stages) > 1, []  # stages freeze each other's parameters: always look

@@ -10,16 +10,6 @@ from typing import Any
 log = logging.getLogger("actdistill")
 
 
-def setup_console_logging(level: int = logging.INFO) -> None:
-    """Plain `actdistill: message` lines on stderr (idempotent)."""
-    root = logging.getLogger("actdistill")
-    if not root.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
-        root.addHandler(handler)
-    root.setLevel(level)
-
-
 class MetricsLogger:
     """Appends records to `metrics.jsonl` and mirrors numeric fields to TensorBoard when available."""
 

@@ -1,9 +1,16 @@
-"""Optimisers and per-epoch LR schedules (paper 1: SGD + StepLR; cosine with warm-up as an alternative)."""
+"""The one optimiser and LR-schedule builder of every task.
+
+Optimisers: SGD (paper 1), Adam/AdamW (paper 2's CVAE stage, detection). Schedules (`SchedConfig`): StepLR (paper 1:
+teacher StepLR(10, 0.1) over 50 epochs, students StepLR(5, 0.3) over 15), cosine, constant, each after an optional
+linear warm-up, advanced per epoch or per optimiser step (`per_step`, detection), and ReduceLROnPlateau on a
+metric (paper 3's PCL: factor 0.1, patience 50, min LR 1e-5, on the validation loss).
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,35 +36,78 @@ def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.o
     raise ActdistillError(f"optim.name must be sgd, adam or adamw, got '{cfg.name}'")
 
 
-def lr_factor(epoch: int, cfg: SchedConfig, total_epochs: int) -> float:
-    """LR multiplier for 0-based `epoch` (stepped once per epoch).
+def lr_factor(t: int, cfg: SchedConfig, total: int, warmup: int | None = None) -> float:
+    """LR multiplier at 0-based position `t` of `total` (epochs, or optimiser steps with `per_step`).
 
-    step: gamma^(epoch // step_size) — paper 1: teacher StepLR(10, 0.1) over 50 epochs, students
-    StepLR(5, 0.3) over 15; cosine: ½(1 + cos(π·t)) from 1 down to min_lr/lr; both after a linear warm-up.
+    step: gamma^(t // step_size); cosine: ½(1 + cos(π·s)) with s the progress after warm-up; none: 1; all after a
+    linear warm-up over `warmup` positions (default `cfg.warmup_epochs`).
     """
-    if cfg.warmup_epochs > 0 and epoch < cfg.warmup_epochs:
-        return (epoch + 1) / cfg.warmup_epochs
+    warmup = cfg.warmup_epochs if warmup is None else warmup
+    if warmup > 0 and t < warmup:
+        return (t + 1) / warmup
     name = cfg.name.lower()
-    if name == "none":
+    if name in ("none", "plateau"):
         return 1.0
     if name == "step":
-        return cfg.gamma ** (epoch // max(cfg.step_size, 1))
+        return cfg.gamma ** (t // max(cfg.step_size, 1))
     if name == "cosine":
-        span = max(total_epochs - cfg.warmup_epochs, 1)
-        t = min(max(epoch - cfg.warmup_epochs, 0) / span, 1.0)
-        return 0.5 * (1.0 + math.cos(math.pi * t))
-    raise ActdistillError(f"sched.name must be step, cosine or none, got '{cfg.name}'")
+        span = max(total - warmup, 1)
+        s = min(max(t - warmup, 0) / span, 1.0)
+        return 0.5 * (1.0 + math.cos(math.pi * s))
+    raise ActdistillError(f"sched.name must be step, cosine, none or plateau, got '{cfg.name}'")
 
 
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: SchedConfig, total_epochs: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-epoch `LambdaLR` following `lr_factor`; cosine respects `min_lr` as a floor."""
-    base = optimizer.param_groups[0]["lr"]
-    floor = cfg.min_lr / base if base > 0 else 0.0
+class Schedule:
+    """One optimiser's LR schedule: `after_step()` every optimiser step, `after_epoch(metrics)` every epoch.
 
-    def factor(epoch: int) -> float:
-        f = lr_factor(epoch, cfg, total_epochs)
-        return floor + (1 - floor) * f if cfg.name.lower() == "cosine" else f
+    Per-epoch and per-step schedules are a `LambdaLR` over `lr_factor` (cosine keeps `min_lr` as a floor);
+    `plateau` adds ReduceLROnPlateau on `metrics[monitor]` (minimised for losses, maximised otherwise).
+    """
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        cfg: SchedConfig,
+        epochs: int,
+        steps_per_epoch: int,
+        monitor: str = "",
+        minimise: bool = True,
+    ) -> None:
+        self.cfg, self.per_step, self.monitor = cfg, cfg.per_step, monitor
+        total = epochs * steps_per_epoch if cfg.per_step else epochs
+        warmup = cfg.warmup_epochs * steps_per_epoch if cfg.per_step else cfg.warmup_epochs
+        base = optimizer.param_groups[0]["lr"]
+        floor = cfg.min_lr / base if base > 0 and cfg.name.lower() == "cosine" else 0.0
+
+        def factor(t: int) -> float:
+            return floor + (1 - floor) * lr_factor(t, cfg, total, warmup)
+
+        self.lambda_lr = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        self.plateau = None
+        if cfg.name.lower() == "plateau":
+            self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min" if minimise else "max", factor=cfg.gamma, patience=cfg.patience,
+                min_lr=cfg.min_lr,
+            )  # fmt: skip
+
+    def after_step(self) -> None:
+        if self.per_step:
+            self.lambda_lr.step()
+
+    def after_epoch(self, metrics: dict[str, Any] | None) -> None:
+        if not self.per_step:
+            self.lambda_lr.step()
+        if self.plateau is not None and metrics is not None and self.monitor in metrics:
+            self.plateau.step(float(metrics[self.monitor]))
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"lambda": self.lambda_lr.state_dict()}
+        if self.plateau is not None:
+            state["plateau"] = self.plateau.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        # Checkpoints written before `Schedule` held the LambdaLR state itself.
+        self.lambda_lr.load_state_dict(state.get("lambda", state))
+        if self.plateau is not None and "plateau" in state:
+            self.plateau.load_state_dict(state["plateau"])

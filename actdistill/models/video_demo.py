@@ -8,6 +8,7 @@ by √3 so both have about the same number of parameters (a 1×3×3 kernel holds
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from torch import Tensor, nn
@@ -21,12 +22,20 @@ _FRAME_SCALE = 3**0.5
 _INPUT = (3, 16, 64, 64)
 
 
-def _block(cin: int, cout: int, kt: int, stride: tuple[int, int, int], convs: int) -> nn.Sequential:
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm3d(channels)
+    if kind == "group":  # batch-size independent: equal results for any split of a batch over processes
+        return nn.GroupNorm(math.gcd(channels, 8), channels)
+    raise ActdistillError(f"norm must be 'batch' or 'group', got {kind!r}")
+
+
+def _block(cin: int, cout: int, kt: int, stride: tuple[int, int, int], convs: int, norm: str) -> nn.Sequential:
     layers: list[nn.Module] = []
     for k in range(convs):
         layers += [
             nn.Conv3d(cin if k == 0 else cout, cout, (kt, 3, 3), stride if k == 0 else 1, (kt // 2, 1, 1), bias=False),
-            nn.BatchNorm3d(cout),
+            _norm(norm, cout),
             nn.ReLU(inplace=True),
         ]
     return nn.Sequential(*layers)
@@ -38,7 +47,8 @@ class SmallVideoCNN(nn.Module):
     `temporal=True`: 3×3×3 kernels, temporal stride 2 in stages 3-4 (3D CNN). `temporal=False`: 1×3×3 kernels and
     no temporal stride, so every frame is processed alone and the head averages the features over time (2D CNN).
     `last_width` fixes the last stage's channels whatever `channel_scale` (a thin student whose last map matches a
-    full-width teacher's, as Top-I3D's Mixed_5c matches I3D's for paper 2's CVAE).
+    full-width teacher's, as Top-I3D's Mixed_5c matches I3D's for paper 2's CVAE). `norm`: `batch` (default) or
+    `group` (GroupNorm, independent of the batch split).
     """
 
     def __init__(
@@ -49,6 +59,7 @@ class SmallVideoCNN(nn.Module):
         in_channels: int = 3,
         dropout: float = 0.2,
         last_width: int | None = None,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         if channel_scale <= 0:
@@ -62,7 +73,7 @@ class SmallVideoCNN(nn.Module):
             cout = max(1, round(width * channel_scale))
             if last_width is not None and i == len(_WIDTHS):
                 cout = int(last_width)
-            self.add_module(f"stage{i}", _block(cin, cout, kt, (st, 2, 2), 1 if i == 1 else 2))
+            self.add_module(f"stage{i}", _block(cin, cout, kt, (st, 2, 2), 1 if i == 1 else 2, norm))
             cin, stride, tstride = cout, stride * 2, tstride * st
             self.feature_info.append(FeatureInfo(f"stage{i}", cout, stride, tstride))
         self.pool = nn.AdaptiveAvgPool3d(1)
@@ -111,5 +122,4 @@ for _name, _factory, _role in (
     ("video3d_demo", video3d_demo, "3D CNN for the synthetic video set (CPU)"),
     ("frame2d_demo", frame2d_demo, "per-frame 2D baseline matching video3d_demo"),
 ):
-    if _name not in MODELS:  # idempotent under importlib.reload
-        MODELS.register(_name, task="video", role=_role, **_META)(_factory)
+    MODELS.register(_name, task="video", role=_role, **_META)(_factory)

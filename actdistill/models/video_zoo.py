@@ -163,5 +163,4 @@ VIDEO_MODELS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
 }
 
 for _name, (_factory, _info) in VIDEO_MODELS.items():
-    if _name not in MODELS:  # idempotent under importlib.reload
-        MODELS.register(_name, task="video", **_info)(_factory)
+    MODELS.register(_name, task="video", **_info)(_factory)

@@ -1,4 +1,6 @@
-"""PCL (VCP + contrastive) network, memory banks and losses (paper 3 §3 / Fig. 2; PCL's released code).
+"""PCL (VCP + contrastive) memory banks and losses (paper 3 §3 / Fig. 2; PCL's released code).
+
+The network is `actdistill.models.pcl_net.PCLNet`.
 
 Shapes: a tuple is three clips `(B, C, T, H, W)`; backbone features are `(B, D)` (D = 512 for the P3 backbones);
 pretext logits `(B, 5)`; projections `(B, 128)`, unit L2 norm.
@@ -7,97 +9,12 @@ pretext logits `(B, 5)`; projections `(B, 128)`, unit L2 norm.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from actdistill.distill.functional import kd_loss
-from actdistill.ssl.pretext import NUM_PRETEXT, residual_frames
-
-
-class ProjectionHead(nn.Module):
-    """PCL's `MoCoHead` (pcl_net.py): Linear(D→D) → ReLU → Linear(D→P) → L2-normalise; `head="linear"`: Linear(D→P).
-
-    `(B, D)` → `(B, P)` with unit rows. P3 says "a perceptron": the single-linear variant is kept as an option.
-    """
-
-    def __init__(self, feat_dim: int = 512, proj_dim: int = 128, head: str = "mlp") -> None:
-        super().__init__()
-        if head == "mlp":
-            self.net: nn.Module = nn.Sequential(
-                nn.Linear(feat_dim, feat_dim), nn.ReLU(inplace=True), nn.Linear(feat_dim, proj_dim)
-            )
-        elif head == "linear":
-            self.net = nn.Linear(feat_dim, proj_dim)
-        else:
-            raise ValueError(f"head must be 'mlp' or 'linear', got {head!r}")
-
-    def forward(self, f: Tensor) -> Tensor:
-        """`(B, D)` → `(B, P)`, L2-normalised."""
-        return F.normalize(self.net(f), dim=1)
-
-
-@dataclass
-class PCLOutput:
-    """What `PCLNet.forward` returns: pretext `logits (B, 5)`, projections `v1, v2 (B, P)` of clips 0 and 2,
-    and the pooled backbone `features (B, 3, D)` of clips 0, 1, 2."""
-
-    logits: Tensor
-    v1: Tensor
-    v2: Tensor
-    features: Tensor
-
-
-class PCLNet(nn.Module):
-    """PCL wrapper (PCL's released code, `models/pcl_net.py`): one shared backbone over the three clips of a tuple.
-
-    `f_k = GAP(backbone.forward_features(res(x_k))[-1]) ∈ R^D`; pretext logits `Linear(3D → 5)(concat f_0,f_1,f_2)`;
-    projection head on f_0 and f_2 only (the untransformed clips). `residual=True` is PCL's default `--modality res`.
-    `feat_dim=None` takes D from `backbone.feature_info[-1].channels` (512 for C3D / R3D-10 / R(2+1)D-10).
-    The backbone's own classifier is unused.
-    """
-
-    def __init__(
-        self,
-        backbone: nn.Module,
-        feat_dim: int | None = None,
-        proj_dim: int = 128,
-        head: str = "mlp",
-        num_pretext: int = NUM_PRETEXT,
-        residual: bool = True,
-    ) -> None:
-        super().__init__()
-        if feat_dim is None:
-            info = getattr(backbone, "feature_info", None)
-            feat_dim = info[-1].channels if info else 512
-        self.backbone = backbone
-        self.feat_dim = feat_dim
-        self.residual = residual
-        self.pretext_fc = nn.Linear(3 * feat_dim, num_pretext)
-        self.head = ProjectionHead(feat_dim, proj_dim, head)
-
-    def embed(self, x: Tensor) -> Tensor:
-        """One clip batch `(B, C, T, H, W)` → pooled feature `(B, D)` (residual frames first when `residual`)."""
-        if self.residual:
-            x = residual_frames(x)
-        return self.backbone.forward_features(x)[-1].mean(dim=(2, 3, 4))
-
-    def forward(self, clips: Sequence[Tensor] | Tensor) -> PCLOutput:
-        """`clips`: three `(B, C, T, H, W)` tensors (or one `(B, 3, C, T, H, W)`) → `PCLOutput`.
-
-        Each clip goes through the backbone separately, as in PCL, so train-mode BatchNorm sees per-clip statistics.
-        """
-        if isinstance(clips, Tensor):
-            clips = clips.unbind(1)
-        if len(clips) != 3:
-            raise ValueError(f"PCLNet takes a 3-clip tuple, got {len(clips)} clips")
-        b = clips[0].shape[0]
-        f = torch.stack([self.embed(c) for c in clips], dim=1)  # (B, 3, D)
-        logits = self.pretext_fc(f.reshape(b, -1))
-        return PCLOutput(logits=logits, v1=self.head(f[:, 0]), v2=self.head(f[:, 2]), features=f)
 
 
 class MemoryBank(nn.Module):
@@ -164,13 +81,15 @@ def pcl_contrastive_loss(
     temperature: float = 0.07,
     generator: torch.Generator | None = None,
     update: bool = True,
+    idx: Tensor | None = None,
 ) -> Tensor:
     """Bidirectional memory-bank InfoNCE (PCL's `lib/NCEAverage.py`): `CE(M₂[idx]·v₁/τ, 0) + CE(M₁[idx]·v₂/τ, 0)`.
 
-    Both directions share one `idx` draw (as PCL's `NCEAverage`). With `update`, the banks then take the momentum
-    update `M₁[i] ← v₁`, `M₂[i] ← v₂` (after the logits are computed). Returns a scalar.
+    Both directions share one `idx` `(B, K+1)` (given, or drawn with `sample_indices`, as PCL's `NCEAverage`). With
+    `update`, the banks then take the momentum update `M₁[i] ← v₁`, `M₂[i] ← v₂` (after the logits). Returns a scalar.
     """
-    idx = bank1.sample_indices(index, k, generator)
+    if idx is None:
+        idx = bank1.sample_indices(index, k, generator)
     out1 = bank2.contrast(v1, index, temperature=temperature, idx=idx)
     out2 = bank1.contrast(v2, index, temperature=temperature, idx=idx)
     loss = contrast_ce(out1) + contrast_ce(out2)

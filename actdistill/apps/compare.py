@@ -25,7 +25,6 @@ as mean ± std over seeds and each model's GMACs.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -36,15 +35,39 @@ from typing import Any
 
 import yaml
 
+from actdistill.analysis.plots import plot_curves
+from actdistill.analysis.report import curve
 from actdistill.config import config_from_dict, merge, parse_overrides
+from actdistill.data.synthetic_video import write_synthetic_ucf101
+from actdistill.engine.fit import check_config, fit
 from actdistill.errors import ActdistillError
+from actdistill.utils.files import confined, safe_name
 
 log = logging.getLogger("actdistill")
 _KEYS = {"name", "out_dir", "seeds", "datasets", "prepare", "base", "methods"}
+# --quick: a first try in minutes; every run is cut to this (and written beside, not over, the full runs).
+QUICK = {"train": {"epochs": 1}, "data": {"limit_train": 64, "limit_test": 32}}
 
 
-def load_comparison(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Read and check a comparison file; `overrides` (`section.key=value`) apply to `base`."""
+def route_overrides(items: list[str]) -> dict[str, list[str]]:
+    """`section.key=value` → every run; `prepare.section.key=value` → prepared runs only; `methods.…` → method rows."""
+    routed: dict[str, list[str]] = {"all": [], "prepare": [], "methods": []}
+    for item in items:
+        target, _, rest = item.partition(".")
+        if target in ("prepare", "methods") and "=" in rest:
+            routed[target].append(rest)
+        else:
+            routed["all"].append(item)
+    return routed
+
+
+def load_comparison(
+    path: str | Path, overrides: list[str] | None = None, *, out_dir: str | None = None, quick: bool = False
+) -> dict[str, Any]:
+    """Read and check a comparison file; `overrides` (see `route_overrides`) apply on top of every run's sections.
+
+    `"{out_dir}"` in any string is the comparison's output folder (so `--out-dir` moves the data it writes too).
+    """
     path = Path(path)
     if not path.is_file():
         raise ActdistillError(f"comparison file {path} not found; see configs/video/table1.yaml for the format")
@@ -55,15 +78,36 @@ def load_comparison(path: str | Path, overrides: list[str] | None = None) -> dic
     for key in ("base", "methods", "datasets"):
         if not spec.get(key):
             raise ActdistillError(f"{path}: '{key}' is missing or empty")
-    spec["base"] = merge(spec["base"], parse_overrides(overrides or []))
     labels = [_label(m) for m in spec["methods"]]
+    for label in [*labels, *(spec.get("prepare") or {}), *spec["datasets"]]:
+        safe_name(str(label), f"{path}: label")
     if len(set(labels)) != len(labels):
         raise ActdistillError(f"{path}: method rows need distinct labels, got {labels}; add `label:` to repeats")
     spec.setdefault("seeds", [0])
     spec.setdefault("prepare", {})
     spec.setdefault("name", path.stem)
     spec.setdefault("out_dir", f"runs/compare/{path.stem}")
-    return spec
+    if out_dir:
+        spec["out_dir"] = out_dir
+    if quick:
+        spec["out_dir"] = str(spec["out_dir"]).rstrip("/") + "-quick"
+        spec["seeds"] = spec["seeds"][:1]
+    routed = route_overrides(overrides or [])
+    quick_raw = QUICK if quick else {}
+    spec["overrides"] = {k: parse_overrides(v) for k, v in routed.items()}
+    spec["overrides"]["all"] = merge(quick_raw, spec["overrides"]["all"])
+    spec["where"] = str(path)
+    return _with_out_dir(spec, str(spec["out_dir"]))
+
+
+def _with_out_dir(value: Any, out_dir: str) -> Any:
+    if isinstance(value, str):
+        return value.replace("{out_dir}", out_dir)
+    if isinstance(value, dict):
+        return {k: _with_out_dir(v, out_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_with_out_dir(v, out_dir) for v in value]
+    return value
 
 
 def _label(entry: dict[str, Any]) -> str:
@@ -87,8 +131,6 @@ def _substitute(value: Any, paths: dict[str, str]) -> Any:
 
 def _run(raw: dict[str, Any], out: Path, where: str) -> dict[str, Any]:
     """Train one run unless `out/results.json` exists; returns its results."""
-    from actdistill.engine.fit import fit
-
     done = out / "results.json"
     if done.exists():
         log.info("compare: reusing %s", out)
@@ -101,8 +143,6 @@ def _ensure_data(data: dict[str, Any]) -> dict[str, Any]:
     data = dict(data)
     synth = data.pop("synthetic", None)
     if synth and not (Path(data["root"]) / "ucfTrainTestlist").exists():
-        from actdistill.data.synthetic_video import write_synthetic_ucf101
-
         kind = synth.get("kind", "video")
         if kind != "video":
             raise ActdistillError(f"compare: synthetic kind '{kind}' is not supported; use kind: video")
@@ -119,30 +159,34 @@ def plan(spec: dict[str, Any], only: list[str] | None = None) -> list[tuple[str,
 
     Checking all of them before training anything means a typo in the last method fails in seconds, not hours.
     """
-    from actdistill.engine.fit import check_method
-
     out_root = Path(spec["out_dir"])
+    rows = [_label(m) for m in spec["methods"]]
+    unknown = [o for o in only or [] if o not in rows]
+    if unknown:
+        raise ActdistillError(f"compare: --methods {unknown} are not method rows of {spec['where']}; rows: {rows}")
     methods = [m for m in spec["methods"] if not only or _label(m) in only]
-    if not methods:
-        raise ActdistillError(f"compare: none of {only} is a method row; rows: {[_label(m) for m in spec['methods']]}")
+    overrides = spec["overrides"]
     runs = []
     for dataset, data_overrides in spec["datasets"].items():
         data = {k: v for k, v in (data_overrides or {}).items() if k != "synthetic"}
         base = merge(spec["base"], {"data": data})
-        prepared = {label: str(out_root / dataset / label / "checkpoints" / "last.pt") for label in spec["prepare"]}
-        jobs = [(label, sections, [None]) for label, sections in spec["prepare"].items()]
-        jobs += [(_label(m), {k: v for k, v in m.items() if k != "label"}, spec["seeds"]) for m in methods]
-        for label, sections, seeds in jobs:
+        prepared = {
+            label: str(confined(out_root, dataset, label, what="compare label") / "checkpoints" / "last.pt")
+            for label in spec["prepare"]
+        }
+        jobs = [(label, sections, [None], "prepare") for label, sections in spec["prepare"].items()]
+        jobs += [(_label(m), {k: v for k, v in m.items() if k != "label"}, spec["seeds"], "methods") for m in methods]
+        for label, sections, seeds, group in jobs:
             for seed in seeds:
+                name = label if seed is None else f"{label}_seed{seed}"
+                run_dir = confined(out_root, dataset, name, what="compare label")
                 raw = _substitute(merge(base, sections), prepared)
-                raw = merge(raw, {"name": f"{spec['name']}/{dataset}/{label}"})
-                run_dir = out_root / dataset / label
+                raw = merge(merge(raw, overrides["all"]), overrides[group])
+                raw = merge(raw, {"name": f"{spec['name']}/{dataset}/{label}", "train": {"out_dir": str(run_dir)}})
                 if seed is not None:
                     raw = merge(raw, {"train": {"seed": seed}})
-                    run_dir = out_root / dataset / f"{label}_seed{seed}"
-                raw = merge(raw, {"train": {"out_dir": str(run_dir)}})
                 where = f"{spec['name']}: {dataset}/{run_dir.name}"
-                check_method(config_from_dict(raw, where=where).method)
+                check_config(config_from_dict(raw, where=where))
                 runs.append((dataset, label, run_dir, raw))
     return runs
 
@@ -190,9 +234,6 @@ def _cell(row: dict[str, Any], key: str) -> str:
 
 def write_comparison_report(spec: dict[str, Any], results: dict[str, Any], out: Path, wall_s: float) -> Path:
     """`report.md` (Table-1 style), `summary.json` and `curves_<dataset>.png` (test top-1 per epoch) in `out`."""
-    from actdistill.analysis.plots import plot_curves
-    from actdistill.analysis.report import curve
-
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(results)
     datasets = list(summary)
@@ -233,31 +274,3 @@ def write_comparison_report(spec: dict[str, Any], results: dict[str, Any], out: 
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    spec = load_comparison(args.config, args.overrides)
-    if args.seeds:
-        spec["seeds"] = args.seeds
-    if args.out_dir:
-        spec["out_dir"] = args.out_dir
-    report = compare(spec, only=args.methods)
-    print(report.read_text())
-    print(f"report: {report}")
-    return 0
-
-
-def add_cli(sub: Any) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "compare",
-        help="train one student per method with identical settings and write a Table-1-style report",
-        description="Run a comparison file (e.g. configs/video/table1.yaml): prepare the teachers, train every "
-        "method for every seed, write report.md, summary.json and curves. Finished runs are reused.",
-    )
-    p.add_argument("config", help="comparison YAML (configs/video/table1.yaml)")
-    p.add_argument("overrides", nargs="*", help="section.key=value overrides of the base recipe")
-    p.add_argument("--seeds", type=int, nargs="+", help="override the file's seeds")
-    p.add_argument("--methods", nargs="+", help="only these method rows (labels)")
-    p.add_argument("--out-dir", help="override the file's out_dir")
-    p.set_defaults(func=cmd_compare)
-    return p

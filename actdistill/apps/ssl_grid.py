@@ -1,25 +1,27 @@
-"""`actdistill ssl-grid`: paper 3's protocol (§3, Figs. 3-9) from one YAML file, resumable, with a convergence report.
+"""`actdistill ssl-grid`: paper 3's protocol (§3, Figs. 3-9) from one YAML file, every run through `fit`.
 
-Runs, all PCL pre-training on the same data and hyper-parameters:
-  1. baselines `base_<arch>`: every architecture with PCL alone; they are the teachers;
-  2. same-architecture students `kd_<arch>_to_<arch>` (paper 3 Figs. 4-6): PCL + KD from that baseline;
+Runs, all PCL pre-training on the same data and settings (the file's `base` recipe, sections as `actdistill train`):
+  1. baselines `base_<arch>`: every architecture with PCL alone (`method: pcl`); they are the teachers;
+  2. same-architecture students `kd_<arch>_to_<arch>` (paper 3 Figs. 4-6): PCL + KD (`method: pcl_kd`) from that
+     baseline's checkpoint;
   3. the cross-architecture grid `kd_<teacher>_to_<student>` (Figs. 7-9): every teacher × every student; its
      diagonal is step 2, trained once.
-Every run's settings are checked (models built, one dummy forward, data root, keys) before any run trains. A run
-whose `results.json` exists is reused, so an interrupted grid resumes. The report gives per run `epochs_to(0.85)`,
-`epochs_to(teacher's final accuracy)`, best and final 5-way pretext validation accuracy (`report.md`,
-`summary.json`, `curves_*.png`).
+Every run's config is checked before any run trains. Each run is a normal run folder (checkpoints, metrics, resume);
+a run whose `results.json` exists is reused and an interrupted one resumes, so an interrupted grid continues. The
+report gives per run `epochs_to(threshold)`, `epochs_to(teacher's final accuracy)`, best and final 5-way pretext
+validation accuracy (`report.md`, `summary.json`, `curves_*.png`); with `evaluation.enabled`, clip retrieval top-k
+and a linear probe on each run's frozen features.
 
     name: ucf101_grid
     out_dir: runs/ssl/ucf101_grid
-    data: {root: data/UCF-101, split: 1}      # synthetic: {...} writes write_synthetic_ucf101(root, ...) if missing
+    synthetic: {num_classes: 8, ...}          # optional: write_synthetic_ucf101(base.data.root, ...) if missing
     architectures: {c3d: {name: c3d}, r3d: {name: r3d_10}, r21d: {name: r2plus1d_10, kwargs: {}}}
-    pcl: {epochs: 100, clip_len: 16, interval: 8, batch_size: 16, lr: 0.01, ...}   # train_pcl keywords
-    student_epochs: 100                        # default: pcl.epochs
-    augment: {enabled: true, resize: [128, 171], crop: 112}                          # ssl/augment.py
-    kd: {temperature: 4, weight: 1}
+    base: {data: {name: pcl_ucf101, root: ..., clip_len: 16, ...}, student: {name: pcl}, method: {w_con: 0.5},
+           optim: ..., sched: {name: plateau, ...}, train: {epochs: 100, ...}}
+    student_epochs: 100                        # default: base.train.epochs
+    kd: {kd_temperature: 4, kd_weight: 1}
     threshold: 0.85
-    evaluation: {enabled: false, clips_per_video: 10, crop: 112, resize: [128, 171]}   # retrieval + linear probe
+    evaluation: {enabled: false, clips_per_video: 10, crop: 112, resize: [128, 171], batch_size: 8}
 """
 
 from __future__ import annotations
@@ -29,43 +31,32 @@ import inspect
 import json
 import logging
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
+from actdistill.analysis.plots import plot_curves
+from actdistill.config import Config, config_from_dict, merge, parse_overrides
+from actdistill.data.manifest import build_manifest
+from actdistill.data.synthetic_video import write_synthetic_ucf101
+from actdistill.data.ucf101 import read_split
+from actdistill.engine.evaluate import load_predictor
+from actdistill.engine.fit import check_config, fit
 from actdistill.errors import ActdistillError
-from actdistill.ssl.augment import AugmentConfig
+from actdistill.models.pcl_net import backbone_state
 from actdistill.ssl.convergence import epochs_to
-from actdistill.ssl.pcl import PCLNet
-from actdistill.ssl.pretext import NUM_PRETEXT, tuple_total
-from actdistill.ssl.train import PCLRun, _records, train_pcl
+from actdistill.ssl.evaluate import evaluate_features
+from actdistill.utils.checkpoint import save_weights
+from actdistill.utils.files import confined
 
 log = logging.getLogger("actdistill")
 
-_KEYS = {
-    "name",
-    "out_dir",
-    "data",
-    "architectures",
-    "pcl",
-    "student_epochs",
-    "augment",
-    "kd",
-    "threshold",
-    "evaluation",
-}
-_DATA_KEYS = {"root", "split", "synthetic"}
+_KEYS = {"name", "out_dir", "synthetic", "architectures", "base", "student_epochs", "kd", "threshold", "evaluation"}
 _ARCH_KEYS = {"name", "kwargs"}
-_KD_KEYS = {"temperature", "weight"}
+_KD_KEYS = {"kd_temperature", "kd_weight"}
 _EVAL_KEYS = {"enabled", "clips_per_video", "crop", "resize", "batch_size"}
-# train_pcl keywords the grid sets itself (per run) rather than the `pcl:` section.
-_GRID_OWNED = {"student_backbone_name", "data_root", "teacher", "backbone_kwargs", "augment", "on_epoch", "split"}
-_GRID_OWNED |= {"kd_temperature", "kd_weight"}
-_PCL_KEYS = set(inspect.signature(train_pcl).parameters) - _GRID_OWNED
 
 
 @dataclass(frozen=True)
@@ -108,40 +99,42 @@ def select_runs(plan: list[GridRun], only: list[str] | None, where: str) -> list
 # --- loading and checking --------------------------------------------------------------------------------------
 
 
-def load_grid(path: str | Path, out_dir: str | None = None) -> dict[str, Any]:
-    """Read a grid file, fill defaults and check keys and value ranges (models are checked by `validate_grid`)."""
+def load_grid(path: str | Path, out_dir: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Read a grid file, fill defaults and check its keys; `overrides` (`section.key=value`) apply to `base`."""
     path = Path(path)
     if not path.is_file():
         raise ActdistillError(f"grid file {path} not found; see configs/ssl/synth_grid.yaml for the format")
     spec = yaml.safe_load(path.read_text()) or {}
     where = str(path)
     _check(spec, _KEYS, where)
-    for key in ("data", "architectures"):
+    for key in ("architectures", "base"):
         if not spec.get(key):
             raise ActdistillError(f"{where}: '{key}' is missing or empty; see configs/ssl/synth_grid.yaml")
-    _check(spec["data"], _DATA_KEYS, f"{where}: data")
-    if not spec["data"].get("root"):
-        raise ActdistillError(f"{where}: data.root is missing; give the UCF101-layout folder")
     for key, arch in spec["architectures"].items():
         if not isinstance(arch, dict) or not arch.get("name"):
             raise ActdistillError(f"{where}: architectures.{key} needs a model `name:` (c3d, r3d_10, r2plus1d_10)")
         _check(arch, _ARCH_KEYS, f"{where}: architectures.{key}")
-    spec["pcl"] = dict(spec.get("pcl") or {})
-    _check(spec["pcl"], _PCL_KEYS, f"{where}: pcl")
-    spec["pcl"].setdefault("epochs", 100)
-    spec.setdefault("student_epochs", spec["pcl"]["epochs"])
-    spec["kd"] = {"temperature": 4.0, "weight": 1.0, **(spec.get("kd") or {})}
+    spec["base"] = merge(spec["base"], parse_overrides(overrides or []))
+    base = config_from_dict(spec["base"], f"{where}: base")
+    spec.setdefault("student_epochs", base.train.epochs)
+    spec["kd"] = {"kd_temperature": 4.0, "kd_weight": 1.0, **(spec.get("kd") or {})}
     _check(spec["kd"], _KD_KEYS, f"{where}: kd")
     spec["evaluation"] = {"enabled": False, **(spec.get("evaluation") or {})}
     _check(spec["evaluation"], _EVAL_KEYS, f"{where}: evaluation")
-    spec["augment"] = AugmentConfig.from_dict(spec.get("augment") or {"enabled": False}, f"{where}: augment").to_dict()
     spec.setdefault("threshold", 0.85)
     spec.setdefault("name", path.stem)
     spec.setdefault("out_dir", f"runs/ssl/{path.stem}")
     if out_dir:
         spec["out_dir"] = out_dir
+    if not isinstance(spec["student_epochs"], int) or spec["student_epochs"] < 1:
+        raise ActdistillError(f"{where}: student_epochs must be a positive integer, got {spec['student_epochs']!r}")
+    if not 0 < spec["threshold"] <= 1:
+        raise ActdistillError(f"{where}: threshold is an accuracy in (0, 1], got {spec['threshold']}")
+    synth = spec.get("synthetic")
+    if synth is not None:
+        allowed = set(inspect.signature(write_synthetic_ucf101).parameters) - {"out_dir", "progress"}
+        _check(synth, allowed, f"{where}: synthetic")
     spec["_where"] = where
-    _check_values(spec, where)
     return spec
 
 
@@ -153,95 +146,42 @@ def _check(section: Any, allowed: set[str], where: str) -> None:
         raise ActdistillError(f"{where}: unknown keys {unknown}; valid keys are {sorted(allowed)}")
 
 
-def _check_values(spec: dict[str, Any], where: str) -> None:
-    pcl = spec["pcl"]
-    for key in ("epochs",):
-        if not isinstance(pcl[key], int) or pcl[key] < 1:
-            raise ActdistillError(f"{where}: pcl.{key} must be a positive integer, got {pcl[key]!r}")
-    if not isinstance(spec["student_epochs"], int) or spec["student_epochs"] < 1:
-        raise ActdistillError(f"{where}: student_epochs must be a positive integer, got {spec['student_epochs']!r}")
-    if pcl.get("contrast", "bank") not in ("bank", "in_batch"):
-        raise ActdistillError(f"{where}: pcl.contrast must be 'bank' or 'in_batch', got {pcl['contrast']!r}")
-    if pcl.get("mode", "faithful") not in ("faithful", "clean"):
-        raise ActdistillError(f"{where}: pcl.mode must be 'faithful' or 'clean', got {pcl['mode']!r}")
-    if pcl.get("head", "mlp") not in ("mlp", "linear"):
-        raise ActdistillError(f"{where}: pcl.head must be 'mlp' or 'linear', got {pcl['head']!r}")
-    if pcl.get("batch_size", 16) < 2 and pcl.get("contrast") == "in_batch":
-        raise ActdistillError(f"{where}: pcl.contrast: in_batch needs pcl.batch_size ≥ 2")
-    if not spec["kd"]["temperature"] > 0 or spec["kd"]["weight"] < 0:
-        raise ActdistillError(f"{where}: kd.temperature must be > 0 and kd.weight ≥ 0, got {spec['kd']}")
-    if not 0 < spec["threshold"] <= 1:
-        raise ActdistillError(f"{where}: threshold is an accuracy in (0, 1], got {spec['threshold']}")
-    synth = spec["data"].get("synthetic")
-    if synth is not None:
-        from actdistill.data.synthetic_video import write_synthetic_ucf101
-
-        allowed = set(inspect.signature(write_synthetic_ucf101).parameters) - {"out_dir", "progress"}
-        _check(synth, allowed, f"{where}: data.synthetic")
-        size, aug = synth.get("size", 64), spec["augment"]
-        if aug["enabled"] and not aug["resize"] and size < aug["crop"]:
-            raise ActdistillError(
-                f"{where}: data.synthetic.size {size} is smaller than augment.crop {aug['crop']}; lower the crop, "
-                "raise the size or set augment.resize"
-            )
-        if not aug["enabled"] and size % 2:
-            raise ActdistillError(f"{where}: data.synthetic.size must be even (quadrant permutation), got {size}")
-        window = tuple_total(pcl.get("clip_len", 16), pcl.get("interval", 8))
-        if synth.get("frames", 32) < window:
-            raise ActdistillError(
-                f"{where}: data.synthetic.frames {synth.get('frames', 32)} is shorter than the tuple window {window} "
-                "(clip_len·3 + interval·2); raise frames or lower pcl.clip_len / pcl.interval"
-            )
-
-
-def _input_side(spec: dict[str, Any]) -> int:
-    if spec["augment"]["enabled"]:
-        return spec["augment"]["crop"]
-    synth = spec["data"].get("synthetic")
-    return int(synth.get("size", 64)) if synth else 112
+def run_config(spec: dict[str, Any], run: GridRun) -> Config:
+    """The recipe of one grid run: `base` + the architecture, the method (pcl / pcl_kd) and its run folder."""
+    out = confined(spec["out_dir"], run.name, what="grid run")
+    arch = spec["architectures"][run.student]
+    base_student = spec["base"].get("student") or {}
+    kwargs = {
+        **(base_student.get("kwargs") or {}),
+        "backbone": arch["name"],
+        "backbone_kwargs": arch.get("kwargs") or {},
+    }
+    raw = merge(spec["base"], {"name": f"{spec['name']}/{run.name}", "student": {"name": "pcl", "kwargs": kwargs}})
+    raw = merge(raw, {"train": {"out_dir": str(out)}})
+    if run.teacher is None:
+        return config_from_dict(merge(raw, {"method": {"name": "pcl"}}), f"{spec['_where']}: {run.name}")
+    teacher = confined(spec["out_dir"], f"base_{run.teacher}", what="grid run") / "checkpoints" / "last.pt"
+    method = {**(spec["base"].get("method") or {}), "name": "pcl_kd", **spec["kd"]}
+    raw = merge(raw, {"method": method, "teacher": {"name": "pcl", "checkpoint": str(teacher)}})
+    raw = merge(raw, {"train": {"epochs": spec["student_epochs"]}})
+    return config_from_dict(raw, f"{spec['_where']}: {run.name}")
 
 
 def validate_grid(spec: dict[str, Any], runs: list[GridRun]) -> None:
-    """Check every run's settings before any trains: data, models (built once, one dummy forward), out_dir."""
-    where = spec["_where"]
-    root = Path(spec["data"]["root"])
-    if not spec["data"].get("synthetic") and not (root / "ucfTrainTestlist").is_dir():
-        raise ActdistillError(
-            f"{where}: data.root {root} has no ucfTrainTestlist/ folder; point it at UCF101 (docs/video_data.md) "
-            "or add data.synthetic: {...} to generate the synthetic set there"
-        )
-    clip_len, side = spec["pcl"].get("clip_len", 16), _input_side(spec)
-    for key in sorted({r.student for r in runs} | {r.teacher for r in runs if r.teacher}):
-        arch = spec["architectures"][key]
-        try:
-            model = _new_pcl(spec, key)
-            with torch.no_grad():
-                model.eval().embed(torch.zeros(1, 3, clip_len, side, side))
-        except ActdistillError as exc:
-            raise ActdistillError(f"{where}: architectures.{key}: {exc}") from None
-        except (RuntimeError, TypeError, ValueError) as exc:
-            raise ActdistillError(
-                f"{where}: architectures.{key} ({arch['name']}) cannot take {clip_len}×{side}² clips ({exc}); "
-                "C3D needs pcl.clip_len ≥ 8 and every model needs crops ≥ 16 px, or fix the model kwargs"
-            ) from None
-    Path(spec["out_dir"]).mkdir(parents=True, exist_ok=True)
-
-
-def _new_pcl(spec: dict[str, Any], key: str) -> PCLNet:
-    from actdistill.models import create_model
-
-    arch = spec["architectures"][key]
-    backbone = create_model(arch["name"], NUM_PRETEXT, **(arch.get("kwargs") or {}))
-    return PCLNet(backbone, head=spec["pcl"].get("head", "mlp"))
+    """Check every run's config before any trains (settings, methods, models built once by `check_config`)."""
+    for run in runs:
+        cfg = run_config(spec, run)
+        if spec.get("synthetic") is None:
+            check_config(cfg)
+        else:  # the data is written later: check everything but its folder
+            config_from_dict({}, base=cfg)
 
 
 def ensure_data(spec: dict[str, Any]) -> Path:
-    """The data root; with `data.synthetic` and no split files there yet, write the synthetic set first."""
-    root = Path(spec["data"]["root"])
-    synth = spec["data"].get("synthetic")
+    """The data root; with `synthetic:` and no split files there yet, write the synthetic set first."""
+    root = Path(spec["base"]["data"]["root"])
+    synth = spec.get("synthetic")
     if synth is not None and not (root / "ucfTrainTestlist").is_dir():
-        from actdistill.data.synthetic_video import write_synthetic_ucf101
-
         log.info("ssl-grid: writing the synthetic video set to %s", root)
         write_synthetic_ucf101(root, **synth)
     return root
@@ -250,81 +190,57 @@ def ensure_data(spec: dict[str, Any]) -> Path:
 # --- running ---------------------------------------------------------------------------------------------------
 
 
-def _load_teacher(spec: dict[str, Any], key: str, out_dir: Path) -> PCLNet:
-    path = out_dir / f"base_{key}" / "pcl.pt"
-    if not path.is_file():
-        raise ActdistillError(f"teacher checkpoint {path} is missing; delete {path.parent} and rerun to retrain it")
-    model = _new_pcl(spec, key)
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return model.eval()
-
-
-def _train_one(spec: dict[str, Any], run: GridRun, root: Path, out_dir: Path) -> dict[str, Any]:
-    from actdistill.ssl.evaluate import export_backbone
-
-    run_dir = out_dir / run.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    pcl = {k: v for k, v in spec["pcl"].items() if k != "epochs"}
-    epochs = spec["pcl"]["epochs"] if run.teacher is None else spec["student_epochs"]
-    teacher = _load_teacher(spec, run.teacher, out_dir) if run.teacher else None
-    arch = spec["architectures"][run.student]
-    started = time.perf_counter()
-    result: PCLRun = train_pcl(
-        arch["name"],
-        root,
-        epochs,
-        teacher,
-        split=spec["data"].get("split", 1),
-        kd_temperature=spec["kd"]["temperature"],
-        kd_weight=spec["kd"]["weight"],
-        backbone_kwargs=arch.get("kwargs") or {},
-        augment=spec["augment"],
-        **pcl,
-    )
-    wall = time.perf_counter() - started
-    torch.save(result.model.state_dict(), run_dir / "pcl.pt")
-    export_backbone(result.model, run_dir / "backbone.pth")
+def _train_one(spec: dict[str, Any], run: GridRun) -> dict[str, Any]:
+    """Train (or resume) one run through `fit`; add the frozen-feature evaluation when asked."""
+    cfg = run_config(spec, run)
+    folder = Path(cfg.train.out_dir)
+    resume = (folder / "checkpoints" / "last.pt").is_file()
+    results = fit(cfg, resume=resume, overwrite=not resume)
+    model = load_predictor(folder / "checkpoints" / "last.pt")
+    save_weights(backbone_state(model), folder / "backbone.safetensors")  # type: ignore[arg-type]
     record: dict[str, Any] = {
         "name": run.name,
         "group": run.group,
         "student": run.student,
         "teacher": run.teacher,
-        "model": arch["name"],
-        "epochs": epochs,
-        "val_acc": result.val_acc,
-        "train_acc": result.train_acc,
-        "train_loss": result.train_loss,
-        "val_loss": result.val_loss,
-        "wall_s": round(wall, 1),
+        "model": spec["architectures"][run.student]["name"],
+        "epochs": cfg.train.epochs,
+        "val_acc": [h["val"]["pretext_acc"] for h in results["history"] if "val" in h],
+        "train_acc": [h["train"].get("acc") for h in results["history"]],
+        "train_loss": [h["train"]["loss"] for h in results["history"]],
+        "val_loss": [h["val"]["pretext_loss"] for h in results["history"] if "val" in h],
+        "wall_s": results["train_time_s"],
     }
     if spec["evaluation"].get("enabled"):
-        record["evaluation"] = _evaluate(spec, result.model, root)
-    tmp = run_dir / "results.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(run_dir / "results.json")  # written last: its presence marks a finished run
+        record["evaluation"] = _evaluate(spec, cfg, model)
+    (folder / "grid.json").write_text(json.dumps(record, indent=2))
     return record
 
 
-def _evaluate(spec: dict[str, Any], model: PCLNet, root: Path) -> dict[str, Any]:
-    from actdistill.ssl.evaluate import evaluate_features
-
+def _evaluate(spec: dict[str, Any], cfg: Config, model: Any) -> dict[str, Any]:
     ev = spec["evaluation"]
-    split = spec["data"].get("split", 1)
-    device = spec["pcl"].get("device", "cpu")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    root = Path(cfg.data.root)
+    split_dir = Path(cfg.data.annotation_dir) if cfg.data.annotation_dir else root / "ucfTrainTestlist"
+    records = {s: list(build_manifest(root, read_split(split_dir, cfg.data.split, s), workers=1, progress=False))
+               for s in ("train", "test")}  # fmt: skip
     return evaluate_features(
         model,
         root,
-        _records(root, "train", split),
-        _records(root, "test", split),
-        clip_len=spec["pcl"].get("clip_len", 16),
+        records["train"],
+        records["test"],
+        clip_len=cfg.data.clip_len,
         clips_per_video=ev.get("clips_per_video", 10),
         crop=ev.get("crop", 112),
         resize=ev.get("resize", [128, 171]),
         batch_size=ev.get("batch_size", 8),
-        device=device,
+        device="cuda" if cfg.train.device in ("auto", "cuda") and _cuda() else "cpu",
     )
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def run_grid(spec: dict[str, Any], only: list[str] | None = None) -> Path:
@@ -332,16 +248,17 @@ def run_grid(spec: dict[str, Any], only: list[str] | None = None) -> Path:
     runs = select_runs(plan_runs(list(spec["architectures"])), only, spec["_where"])
     validate_grid(spec, runs)
     out_dir = Path(spec["out_dir"])
-    root = ensure_data(spec)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_data(spec)
     results: dict[str, dict[str, Any]] = {}
     for i, run in enumerate(runs, start=1):
-        done = out_dir / run.name / "results.json"
+        done = out_dir / run.name / "grid.json"
         if done.is_file():
             log.info("ssl-grid [%d/%d] %s: reusing %s", i, len(runs), run.name, done)
             results[run.name] = json.loads(done.read_text())
             continue
         log.info("ssl-grid [%d/%d] %s: training (teacher: %s)", i, len(runs), run.name, run.teacher or "none")
-        results[run.name] = _train_one(spec, run, root, out_dir)
+        results[run.name] = _train_one(spec, run)
     return write_report(spec, runs, results, out_dir)
 
 
@@ -400,8 +317,6 @@ def _fmt(value: Any) -> str:
 
 def write_report(spec: dict[str, Any], runs: list[GridRun], results: dict[str, dict[str, Any]], out_dir: Path) -> Path:
     """Write `report.md`, `summary.json` and `curves_*.png` into `out_dir`; returns the report's path."""
-    from actdistill.analysis.plots import plot_curves
-
     rows = summarize(spec, runs, results)
     tau = spec["threshold"]
     evaluated = any("evaluation" in r for r in rows.values())
@@ -460,28 +375,90 @@ def _plot(runs: list[GridRun], results: dict[str, dict[str, Any]], out_dir: Path
     return plots
 
 
+# --- fine-tuning a PCL backbone (PCL's ft_classify.py) through the engine ------------------------------------------
+
+
+def finetune_config(
+    backbone_file: str | Path,  # a grid run's backbone.safetensors
+    arch: str,
+    data_root: str | Path,
+    out_dir: str | Path,
+    *,
+    backbone_kwargs: dict[str, Any] | None = None,
+    residual: bool = True,
+    epochs: int = 150,
+    lr: float = 1e-3,
+    batch_size: int = 8,
+    clip_len: int = 16,
+    image_size: int = 112,
+    resize: int = 128,
+    num_clips: int = 10,
+    split: int = 1,
+    device: str = "auto",
+    seed: int = 632,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An engine recipe (`config_from_dict` mapping) fine-tuning a PCL backbone for action classification.
+
+    Defaults are PCL's `ft_classify.py` (SGD lr 1e-3, batch 8, 150 epochs, 10 test clips per video);
+    `overrides` is merged section by section over the result.
+    """
+    if num_clips > 1 and not residual:
+        raise ActdistillError(
+            f"fine-tuning {arch} with num_clips={num_clips} needs residual=True (the residual_input wrapper averages "
+            "the clips); set num_clips=1 for a plain backbone"
+        )
+    kwargs = dict(backbone_kwargs or {})
+    student = (
+        {"name": "residual_input", "pretrained": str(backbone_file), "kwargs": {"backbone": arch, **kwargs}}
+        if residual
+        else {"name": arch, "pretrained": str(backbone_file), "kwargs": kwargs}
+    )
+    raw: dict[str, Any] = {
+        "name": f"ft_{arch}",
+        "data": {
+            "name": "ucf101",
+            "root": str(data_root),
+            "split": split,
+            "clip_len": clip_len,
+            "image_size": image_size,
+            "resize": resize,
+            "num_clips": num_clips,
+            "batch_size": batch_size,
+            "num_workers": 0,
+        },
+        "student": student,
+        "method": {"name": "vanilla"},
+        "optim": {"name": "sgd", "lr": lr, "momentum": 0.9, "weight_decay": 5e-4},
+        "sched": {"name": "none"},  # PCL's ReduceLROnPlateau(patience 50) barely fires in 150 epochs
+        "train": {
+            "epochs": epochs,
+            "device": device,
+            "seed": seed,
+            "out_dir": str(out_dir),
+            "best_metric": "top1",
+            "precision": "fp32",
+            "progress": False,
+            "tensorboard": False,
+            "keep_last": 1,
+        },
+    }
+    for section, values in (overrides or {}).items():
+        raw[section] = {**raw.get(section, {}), **values} if isinstance(values, dict) else values
+    return raw
+
+
+def finetune(raw: dict[str, Any], *, overwrite: bool = False) -> dict[str, Any]:
+    """Run `finetune_config(...)`'s recipe with `fit`; returns fit's results."""
+    return fit(config_from_dict(raw, where="ssl fine-tune recipe"), overwrite=overwrite)
+
+
 # --- CLI -------------------------------------------------------------------------------------------------------
 
 
 def cmd_ssl_grid(args: argparse.Namespace) -> int:
-    spec = load_grid(args.config, args.out_dir)
+    spec = load_grid(args.config, args.out_dir, args.overrides)
     report = run_grid(spec, only=args.only)
     print(report.read_text())
     print(f"report: {report}")
     return 0
-
-
-def add_cli(sub: Any) -> argparse.ArgumentParser:
-    """Add `ssl-grid` to the argparse subparsers `sub`."""
-    p = sub.add_parser(
-        "ssl-grid",
-        help="paper 3: PCL baselines, same- and cross-architecture PCL+KD students, convergence report",
-        description="Run a PCL grid file (configs/ssl/ucf101_grid.yaml, configs/ssl/synth_grid.yaml): train the "
-        "baselines, then every teacher × student PCL+KD run; write report.md, summary.json and curves. Finished "
-        "runs are reused.",
-    )
-    p.add_argument("config", help="grid YAML (configs/ssl/synth_grid.yaml)")
-    p.add_argument("--out-dir", help="override the file's out_dir")
-    p.add_argument("--only", nargs="+", help="only these architecture keys and/or run names (teachers follow)")
-    p.set_defaults(func=cmd_ssl_grid)
-    return p

@@ -1,11 +1,17 @@
-"""Detection training objectives as `Distiller`s: plain detection, logit KD, pyramid feature KD, attention KD, and
-paper 2's two-stage generative KD (`generative_teacher`, `generative_kd`; paper 2, eqs. 3-15, in the detection
-form of its official code).
+"""Temporal-detection objectives as methods of the one method contract (task `detection`).
 
-Batches are dicts: `input` `(B, C, T)` student features, optional `input_t` (the teacher's features, when it was
-extracted with another backbone), `mask` `(B, T)` bool, `segments` list of `(N_b, 2)` on the level-0 grid and
-`labels` list of `(N_b,)`. Every method returns `make_output(...)`, so `loss == sum(parts)`; `logits` are the
-student's class logits over all pyramid positions `(B, K, ΣT_l)`.
+Batches (actdistill.batch): `input` `(B, C, T)` student features, optional `input_t` (the teacher's, extracted with
+another backbone), `mask` `(B, T)` valid steps, `segments` list of `(N_b, 2)` on the level-0 grid, `labels` list of
+`(N_b,)`. Student and teacher are `TemporalDetector`s (model `temporal_detector`). Every method returns
+`make_output(...)`, so `loss == sum(parts)`; `logits` are the student's class logits over all pyramid positions
+`(B, K, ΣT_l)`. Normalisers that count positions are averaged over processes under torchrun.
+
+  * `detection`: the detection losses (focal + DIoU; plus `bg_weight`× the losses on F_bg for attention models);
+  * `detection_kd`: + Hinton KD on the per-position sigmoid class scores;
+  * `detection_feature_kd`: + FitNets-style MSE on the pyramid features;
+  * `detection_attention_kd`: + paper 2's attention distillation (eq. 11) for attention detectors;
+  * `detection_generative_teacher` / `detection_generative_kd`: paper 2's two-stage generative KD in its detection
+    form (eqs. 3-15; the stages are `distill.generative.GenerativeStages`, shared with the video method).
 """
 
 from __future__ import annotations
@@ -18,24 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from actdistill.detect.detector import TemporalDetector, detection_losses
-from actdistill.distill.base import Batch, Distiller, Stage, StepOutput, make_output
-from actdistill.distill.generative import CVAE, CVAE_OPTIM, GenerativeStage, kl_to_prior, recon_weight
+from actdistill.detect.detector import detection_losses
+from actdistill.distill.base import Batch, Distiller, StepOutput, make_output
+from actdistill.distill.generative import CVAE, GenerativeStages, kl_to_prior, masked_mse
 from actdistill.errors import ActdistillError
-
-__all__ = [
-    "CVAE1d",
-    "METHODS",
-    "AttentionKD",
-    "DetectionTask",
-    "FeatureKD",
-    "GenerativeDetectionTeacher",
-    "GenerativeKD",
-    "LogitKD",
-    "binary_kd_loss",
-    "build_method",
-    "cvae_parts",
-]
+from actdistill.models.temporal_detector import TemporalDetector
+from actdistill.registry import register_method
+from actdistill.utils.checkpoint import load_checkpoint
+from actdistill.utils.runtime import mean_over_ranks
 
 log = logging.getLogger("actdistill.detect")
 
@@ -59,18 +55,27 @@ def binary_kd_loss(logits_s: Tensor, logits_t: Tensor, valid: Tensor, temperatur
     # KL(p‖q) for Bernoulli: p·(log p − log q) + (1−p)·(log(1−p) − log(1−q)), with log σ(z) = −softplus(−z).
     kl = pt * (F.logsigmoid(zt) - F.logsigmoid(zs)) + (1 - pt) * (F.logsigmoid(-zt) - F.logsigmoid(-zs))
     per_pos = kl.sum(dim=1)  # (B, P)
-    return temperature**2 * per_pos[valid].sum() / valid.sum().clamp_min(1)
+    return temperature**2 * per_pos[valid].sum() / mean_over_ranks(valid.sum().float()).clamp_min(1)
 
 
+@register_method(
+    "detection",
+    paper="the detection losses only (no teacher)",
+    knowledge="none",
+    task="detection",
+    source="ActionFormer (Zhang et al. ECCV 2022) losses; paper 2's detection code for the bg term",
+)
 class DetectionTask(Distiller):
     """Plain detection training (no teacher): parts `cls`, `reg`, plus `bg` for attention models (paper 2's code)."""
 
     uses_teacher = False
 
     def __init__(
-        self, student: TemporalDetector, teacher: TemporalDetector | None = None, bg_weight: float = 35.0
+        self, student: TemporalDetector, teacher: TemporalDetector | None = None, *, bg_weight: float = 35.0
     ) -> None:
         super().__init__(student, teacher)
+        if not isinstance(student, TemporalDetector):
+            raise ActdistillError("detection methods train a temporal detector: set student.name=temporal_detector")
         self.bg_weight = bg_weight
 
     def student_heads(self, batch: Batch) -> dict[str, Any]:
@@ -95,10 +100,14 @@ class DetectionTask(Distiller):
         heads = self.student_heads(batch)
         return make_output(_logits(heads), self.task_parts(heads, batch))
 
-    def predict(self, x: Tensor, mask: Tensor | None = None) -> dict[str, Any]:  # type: ignore[override]
-        return self.student(x, mask)
 
-
+@register_method(
+    "detection_kd",
+    paper="Hinton et al. 2015 on per-position sigmoid class scores",
+    knowledge="logits",
+    task="detection",
+    source="Hinton et al. 2015 (dense-detector form)",
+)
 class LogitKD(DetectionTask):
     """Task losses + `kd_weight`·`binary_kd_loss` of per-position class logits at `temperature` (Hinton 2015)."""
 
@@ -108,11 +117,14 @@ class LogitKD(DetectionTask):
         self,
         student: TemporalDetector,
         teacher: TemporalDetector,
+        *,
         temperature: float = 2.0,
         kd_weight: float = 1.0,
-        **kwargs: Any,
+        bg_weight: float = 35.0,
     ) -> None:
-        super().__init__(student, teacher, **kwargs)
+        super().__init__(student, teacher, bg_weight=bg_weight)
+        if temperature <= 0:
+            raise ActdistillError(f"detection_kd: method.temperature must be > 0, got {temperature}")
         self.temperature, self.kd_weight = temperature, kd_weight
 
     def forward(self, batch: Batch) -> StepOutput:
@@ -126,9 +138,16 @@ def _masked_mse(a: Tensor, b: Tensor, mask: Tensor, weight: Tensor | None = None
     """Mean over valid positions and channels of `w·(a − b)²`; `a`, `b` `(B, C, T)`, mask/weight `(B, T)`."""
     w = mask.to(a.dtype) if weight is None else weight * mask.to(a.dtype)
     err = ((a - b) ** 2).mean(dim=1)  # (B, T)
-    return (err * w).sum() / w.sum().clamp_min(1e-6)
+    return (err * w).sum() / mean_over_ranks(w.sum()).clamp_min(1e-6)
 
 
+@register_method(
+    "detection_feature_kd",
+    paper="FitNets (Romero et al. ICLR-15) on the pyramid features",
+    knowledge="feature",
+    task="detection",
+    source="Romero et al. ICLR-15",
+)
 class FeatureKD(DetectionTask):
     """Task losses + `feat_weight`·Σ_levels masked MSE(adapter(F_s^l), F_t^l) (FitNets, Romero et al. 2015).
 
@@ -138,9 +157,9 @@ class FeatureKD(DetectionTask):
     uses_teacher = True
 
     def __init__(
-        self, student: TemporalDetector, teacher: TemporalDetector, feat_weight: float = 1.0, **kwargs: Any
+        self, student: TemporalDetector, teacher: TemporalDetector, *, feat_weight: float = 1.0, bg_weight: float = 35.0
     ) -> None:
-        super().__init__(student, teacher, **kwargs)
+        super().__init__(student, teacher, bg_weight=bg_weight)
         cs, ct = student.config, teacher.config
         if cs.levels != ct.levels:
             raise ActdistillError(
@@ -168,6 +187,13 @@ class FeatureKD(DetectionTask):
         return make_output(_logits(heads), parts)
 
 
+@register_method(
+    "detection_attention_kd",
+    paper="paper 2 eq. 11 (attention distillation), detection form",
+    knowledge="attention",
+    task="detection",
+    source="paper 2 eq. 11; official detection code",
+)
 class AttentionKD(FeatureKD):
     """P2's attention distillation for detection (eq. 11, official code): task + bg losses + γ·MSE(A_S, A_T).
 
@@ -182,11 +208,12 @@ class AttentionKD(FeatureKD):
         self,
         student: TemporalDetector,
         teacher: TemporalDetector,
+        *,
         gamma: float = 0.1,
         feat_weight: float = 0.0,
-        **kwargs: Any,
+        bg_weight: float = 35.0,
     ) -> None:
-        super().__init__(student, teacher, feat_weight=feat_weight, **kwargs)
+        super().__init__(student, teacher, feat_weight=feat_weight, bg_weight=bg_weight)
         if student.attention is None or teacher.attention is None:
             raise ActdistillError(
                 "attention KD needs attention heads in both detectors; set model.attention=true for the student and "
@@ -217,7 +244,7 @@ class AttentionKD(FeatureKD):
         return make_output(_logits(heads), parts)
 
 
-# ---------------------------------------------------------------------------------- paper 2's generative KD (eqs. 3-15)
+# --- paper 2's generative KD (detection form) ---
 
 
 class CVAE1d(CVAE):
@@ -240,117 +267,36 @@ class CVAE1d(CVAE):
         return super().decode(z, attention)[..., 0, 0]
 
 
-def _steps(x: Tensor, mask: Tensor) -> Tensor:
-    """`(B, C, T)` → `(N_valid, C)`: the valid time steps, so that means run over real positions only."""
-    return x.transpose(1, 2)[mask]
+class _DetectionStages(GenerativeStages, DetectionTask):
+    """Paper 2's two stages on a detector with an attention head: F is the un-weighted stem map, A its attention."""
 
-
-def cvae_parts(
-    cvae: CVAE1d, feature: Tensor, attention: Tensor, mask: Tensor, kl_weight: float
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """Eq. 5 as coded (`generative.cvae_loss`) over valid steps: F̂ and parts `cvae_mse` = mean((F − F̂)²),
-    `cvae_kld` = α·KL(N(μ, σ²) ‖ N(Aᵀ, I)) (`generative.kl_to_prior`, mean over entries)."""
-    recon, mu, logvar = cvae(feature, attention)
-    return recon, {
-        "cvae_mse": F.mse_loss(_steps(recon, mask), _steps(feature, mask)),
-        "cvae_kld": kl_weight * kl_to_prior(mu[mask], logvar[mask], attention.transpose(1, 2)[mask]),
-    }
-
-
-class _GenerativeStages:
-    """Two stages per epoch (paper 2, Fig. 2; official code) over a detector with an attention head and a student CVAE.
-
-    Stage 1 "generative": only the CVAE side trains (Adam 1e-4, betas (0.8, 0.999): `GenerativeStage.optim`); the
-    detector and its attention run without autograd. Stage 2 "attention": detector + attention train on the detection
-    losses (F_fg, `bg_weight`·F_bg) + `w_recon(epoch)`·L_recon (+ KD terms); the CVAE decoder stays in the graph,
-    frozen. Set up by `_setup_generative` from the concrete class's `__init__`.
-    """
-
-    student: TemporalDetector
-    epoch: int
-
-    def _setup_generative(
-        self,
-        kl_weight: float,
-        recon_weight_mode: str,
-        recon_max_weight: float,
-        recon_ramp_epochs: int,
-        use_recon: bool,
-    ) -> None:
-        recon_weight(1, recon_weight_mode)  # validate early
+    def _setup(self, kl_weight: float, mode: str, max_weight: float, ramp: int, use_recon: bool) -> None:
         if self.student.attention is None:
             raise ActdistillError(
-                "generative detection methods need an attention head in the student; set model.attention=true"
+                "generative detection methods need an attention head in the student; set student.kwargs.attention=true"
             )
-        self.cvae = CVAE1d(self.student.config.embed_dim)
-        self.kl_weight, self.use_recon = float(kl_weight), bool(use_recon)
-        self.recon_weight_mode, self.recon_max_weight = recon_weight_mode, float(recon_max_weight)
-        self.recon_ramp_epochs = int(recon_ramp_epochs)
-        self.recon_weight_now = recon_weight(
-            self.epoch, recon_weight_mode, self.recon_max_weight, self.recon_ramp_epochs
-        )
+        self.setup_stages(CVAE1d(self.student.config.embed_dim), kl_weight, mode, max_weight, ramp, use_recon)
 
-    # hooks for the KD terms
-    def _kd_gen(self, batch: Batch, feature: Tensor, attention: Tensor, recon: Tensor) -> dict[str, Tensor]:
-        return {}
+    def generative_input(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        heads = self.student(batch["input"], batch["mask"])
+        return _logits(heads), heads["feature"], heads["attention"], batch["mask"]
 
-    def _kd_att(self, batch: Batch, heads: dict[str, Any]) -> dict[str, Tensor]:
-        return {}
-
-    def on_epoch(self, epoch: int) -> None:
-        """Epoch counter and the L_recon weight `min(epoch, ramp)/ramp·max` (P2 code; `paper`: 1, eq. 15)."""
-        self.epoch = epoch
-        self.recon_weight_now = recon_weight(
-            epoch, self.recon_weight_mode, self.recon_max_weight, self.recon_ramp_epochs
-        )
-
-    def forward_generative(self, batch: Batch) -> StepOutput:
-        """Stage 1, eq. 14: `L_cvae (+ β·L_KD-gen)` on the student's detached (F, A); F is the un-weighted stem map."""
-        mask = batch["mask"]
-        with torch.no_grad():
-            heads = self.student(batch["input"], mask)
-        feature, attention = heads["feature"].float(), heads["attention"].float()
-        recon, parts = cvae_parts(self.cvae, feature, attention, mask, self.kl_weight)
-        parts.update(self._kd_gen(batch, feature, attention, recon))
-        return make_output(_logits(heads), parts)
-
-    def forward_attention(self, batch: Batch) -> StepOutput:
-        """Stage 2 (eq. 15): detection losses on F_fg + bg part + `w_recon`·L_recon (eq. 13) (+ γ·L_KD-att)."""
-        heads = self.student_heads(batch)  # type: ignore[attr-defined]
-        parts = self.task_parts(heads, batch)  # type: ignore[attr-defined]
-        metrics: dict[str, Tensor | float] = {}
-        if self.use_recon:
-            # z = λ + ε through the frozen decoder vs the un-weighted F (not detached), valid steps only.
-            raw = _masked_mse(self.cvae.inference(heads["attention"]).float(), heads["feature"].float(), batch["mask"])
-            parts["recon"] = self.recon_weight_now * raw
-            metrics.update(recon_raw=raw.detach(), recon_weight=self.recon_weight_now)
-        parts.update(self._kd_att(batch, heads))
-        return make_output(_logits(heads), parts, metrics)
-
-    def forward(self, batch: Batch) -> StepOutput:
-        """The stage 2 objective (what a single-stage caller trains); `detect train` runs `stages()`."""
-        return self.forward_attention(batch)
-
-    def _stage1_parameters(self) -> Iterator[nn.Parameter]:
-        yield from (p for p in self.cvae.parameters() if p.requires_grad)
-
-    def _stage2_parameters(self) -> Iterator[nn.Parameter]:
-        yield from (p for p in self.student.parameters() if p.requires_grad)
-
-    def stages(self) -> list[Stage]:
-        """Per epoch: a full pass of stage 1 ("generative", Adam override), then stage 2 ("attention", recipe optim)."""
-        return [
-            GenerativeStage("generative", self._stage1_parameters, self.forward_generative, optim=dict(CVAE_OPTIM)),
-            GenerativeStage("attention", self._stage2_parameters, self.forward_attention, optim=None),
-        ]
+    def attention_output(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor], Tensor, Any]:
+        heads = self.student_heads(batch)
+        parts = self.task_parts(heads, batch)
+        return _logits(heads), heads["feature"], heads["attention"], parts, batch["mask"], heads
 
 
-class GenerativeDetectionTeacher(_GenerativeStages, DetectionTask):
-    """Teacher preparation for `generative_kd` (toolkit decision: paper 2 ships no teacher script), no teacher.
-
-    Stage 1: `L_cvae` of the detector's own CVAE; stage 2: detection losses (+ bg) + `w_recon`·L_recon. Its
-    checkpoint's `method_state.extras.cvae` is the teacher CVAE that `generative_kd` loads.
-    """
+@register_method(
+    "detection_generative_teacher",
+    paper="paper 2's stages without KD terms, detection form (teacher preparation)",
+    knowledge="none",
+    task="detection",
+    source="toolkit decision: paper 2 ships no teacher script",
+)
+class GenerativeDetectionTeacher(_DetectionStages):
+    """Teacher preparation for `detection_generative_kd`: stage 1 `L_cvae` of the detector's CVAE; stage 2 detection
+    losses (+ bg) + `w_recon`·L_recon. Its checkpoint's method extras hold the CVAE that the student's run loads."""
 
     uses_teacher = False
 
@@ -358,18 +304,26 @@ class GenerativeDetectionTeacher(_GenerativeStages, DetectionTask):
         self,
         student: TemporalDetector,
         teacher: TemporalDetector | None = None,
+        *,
         kl_weight: float = 0.1,
         recon_weight_mode: str = "code",
         recon_max_weight: float = 0.5,
         recon_ramp_epochs: int = 20,
         use_recon: bool = True,
-        **kwargs: Any,
+        bg_weight: float = 35.0,
     ) -> None:
-        DetectionTask.__init__(self, student, None, **kwargs)
-        self._setup_generative(kl_weight, recon_weight_mode, recon_max_weight, recon_ramp_epochs, use_recon)
+        DetectionTask.__init__(self, student, None, bg_weight=bg_weight)
+        self._setup(kl_weight, recon_weight_mode, recon_max_weight, recon_ramp_epochs, use_recon)
 
 
-class GenerativeKD(_GenerativeStages, AttentionKD):
+@register_method(
+    "detection_generative_kd",
+    paper="paper 2 (generative feature KD + attention KD), detection form",
+    knowledge="feature (generative) + attention",
+    task="detection",
+    source="paper 2 eqs. 3-15; official detection code (GKD/thumos14/train.py)",
+)
+class GenerativeKD(_DetectionStages, AttentionKD):
     """Paper 2's generative KD for detection (eqs. 3-15, official detection code): attention KD plus the CVAE stages.
 
     Stage 1 ("generative", eq. 14): `L_cvae + β·L_KD-gen`, L_KD-gen = MSE(F̂_S, F̂_T) (eq. 4) with the frozen teacher
@@ -378,6 +332,7 @@ class GenerativeKD(_GenerativeStages, AttentionKD):
     stage 1) maps F̂_S to the teacher's width (toolkit option). The teacher CVAE comes from the teacher checkpoint's
     extras (`load_teacher_extras`, a `generative_teacher` run); without them it is trained in stage 1 on the
     teacher's (F_T, A_T) with `L_cvae` (parts `teacher_cvae_mse`, `teacher_cvae_kld`) and a warning.
+    `teacher_extras`: the `detection_generative_teacher` checkpoint holding that CVAE (usually teacher.checkpoint).
     Stage 2 ("attention", eq. 15 in P2's detection code form): detection losses on F_fg + `bg_weight`·(losses on F_bg) +
     `w_recon(epoch)`·L_recon + γ·L_KD-att. Switches `use_recon`, `use_kd_gen`, `use_kd_att` drop their parts.
     """
@@ -386,6 +341,8 @@ class GenerativeKD(_GenerativeStages, AttentionKD):
         self,
         student: TemporalDetector,
         teacher: TemporalDetector,
+        *,
+        teacher_extras: str = "",
         beta: float = 0.01,
         gamma: float = 0.1,
         kl_weight: float = 0.1,
@@ -396,15 +353,18 @@ class GenerativeKD(_GenerativeStages, AttentionKD):
         use_kd_gen: bool = True,
         use_kd_att: bool = True,
         feat_weight: float = 0.0,
-        **kwargs: Any,
+        bg_weight: float = 35.0,
     ) -> None:
-        AttentionKD.__init__(self, student, teacher, gamma=gamma, feat_weight=feat_weight, **kwargs)
-        self._setup_generative(kl_weight, recon_weight_mode, recon_max_weight, recon_ramp_epochs, use_recon)
+        AttentionKD.__init__(self, student, teacher, gamma=gamma, feat_weight=feat_weight, bg_weight=bg_weight)
+        self._setup(kl_weight, recon_weight_mode, recon_max_weight, recon_ramp_epochs, use_recon)
         ds, dt = student.config.embed_dim, teacher.config.embed_dim
         self.teacher_cvae = CVAE1d(dt)
         self.gen_adapter = nn.Conv1d(ds, dt, 1) if ds != dt and use_kd_gen else None
         self.teacher_cvae_prepared, self._warned = False, False
         self.beta, self.use_kd_gen, self.use_kd_att = float(beta), bool(use_kd_gen), bool(use_kd_att)
+        if teacher_extras:
+            extras = load_checkpoint(teacher_extras).get("method", {}).get("extras", {})
+            self.load_teacher_extras(extras, teacher_extras)
 
     def load_teacher_extras(self, extras: dict[str, Any], source: str = "teacher checkpoint") -> bool:
         """Load and freeze the teacher CVAE from a `generative_teacher` run's method extras; False if it has none."""
@@ -431,17 +391,20 @@ class GenerativeKD(_GenerativeStages, AttentionKD):
             )
             self._warned = True
 
-    def _kd_gen(self, batch: Batch, feature: Tensor, attention: Tensor, recon: Tensor) -> dict[str, Tensor]:
+    def _kd_gen(
+        self, batch: Batch, feature: Tensor, attention: Tensor, recon: Tensor, mask: Tensor | None
+    ) -> dict[str, Tensor]:
         """Eq. 4 (β·MSE(F̂_S, F̂_T), paper 2), plus the teacher CVAE's own `L_cvae` while it is not prepared."""
         parts: dict[str, Tensor] = {}
         if self.teacher_cvae_prepared and not self.use_kd_gen:
             return parts
-        mask = batch["mask"]
         t_heads = self.teacher_heads(batch)
         t_feature, t_attention = t_heads["feature"].float(), t_heads["attention"].float()
         if not self.teacher_cvae_prepared:
-            _, t_parts = cvae_parts(self.teacher_cvae, t_feature, t_attention, mask, self.kl_weight)
-            parts.update({f"teacher_{k}": v for k, v in t_parts.items()})
+            recon_t, mu, logvar = self.teacher_cvae(t_feature, t_attention)
+            prior = t_attention.transpose(1, 2)
+            parts["teacher_cvae_mse"] = masked_mse(recon_t, t_feature, mask)
+            parts["teacher_cvae_kld"] = self.kl_weight * kl_to_prior(mu[mask], logvar[mask], prior[mask])
         if self.use_kd_gen:
             with torch.no_grad():
                 if self.gen_adapter is None:
@@ -449,7 +412,7 @@ class GenerativeKD(_GenerativeStages, AttentionKD):
                 else:
                     target = self.teacher_cvae(t_feature, t_attention)[0]
             pred = recon if self.gen_adapter is None else self.gen_adapter(recon)
-            parts["kd_gen"] = self.beta * _masked_mse(pred, target, mask)
+            parts["kd_gen"] = self.beta * _masked_mse(pred, target, mask)  # type: ignore[arg-type]
         return parts
 
     def _kd_att(self, batch: Batch, heads: dict[str, Any]) -> dict[str, Tensor]:
@@ -461,8 +424,8 @@ class GenerativeKD(_GenerativeStages, AttentionKD):
             parts.pop("att")
         return parts
 
-    def _stage1_parameters(self) -> Iterator[nn.Parameter]:
-        yield from super()._stage1_parameters()
+    def _cvae_parameters(self) -> Iterator[nn.Parameter]:
+        yield from super()._cvae_parameters()
         if not self.teacher_cvae_prepared:
             yield from (p for p in self.teacher_cvae.parameters() if p.requires_grad)
         if self.gen_adapter is not None:
@@ -471,44 +434,3 @@ class GenerativeKD(_GenerativeStages, AttentionKD):
     def _stage2_parameters(self) -> Iterator[nn.Parameter]:
         yield from super()._stage2_parameters()
         yield from (p for p in self.adapters.parameters() if p.requires_grad)  # feature adapters (feat_weight > 0)
-
-
-METHODS: dict[str, type[DetectionTask]] = {
-    "vanilla": DetectionTask,
-    "logit_kd": LogitKD,
-    "feature_kd": FeatureKD,
-    "attention_kd": AttentionKD,
-    "generative_teacher": GenerativeDetectionTeacher,
-    "generative_kd": GenerativeKD,
-}
-
-
-def _keywords(cls: type) -> list[str]:
-    """Named hyper-parameters of one class's `__init__` (not student/teacher, not **kwargs)."""
-    import inspect
-
-    params = inspect.signature(cls.__init__).parameters.values()
-    return [
-        p.name for p in params if p.name not in ("self", "student", "teacher") and p.kind is p.POSITIONAL_OR_KEYWORD
-    ]
-
-
-def build_method(
-    name: str, student: TemporalDetector, teacher: TemporalDetector | None, **hparams: Any
-) -> DetectionTask:
-    """The detection objective `name` (one of `METHODS`) around `student` and a frozen `teacher`."""
-    if name not in METHODS:
-        raise ActdistillError(f"unknown detection method {name!r}; choose one of {', '.join(METHODS)}")
-    cls = METHODS[name]
-    allowed = {p for klass in cls.__mro__ if klass in METHODS.values() for p in _keywords(klass)}
-    unknown = sorted(set(hparams) - allowed)
-    if unknown:
-        raise ActdistillError(
-            f"detection method {name!r} has no hyper-parameter {', '.join(map(repr, unknown))}; "
-            f"its hyper-parameters: {', '.join(sorted(allowed))}"
-        )
-    if not cls.uses_teacher:
-        return cls(student, None, **hparams)
-    if teacher is None:
-        raise ActdistillError(f"method {name!r} needs a teacher; set teacher.checkpoint to a detection checkpoint")
-    return cls(student, teacher, **hparams)

@@ -11,6 +11,8 @@ from functools import cache
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch import Tensor
 
 from actdistill.errors import ActdistillError
 
@@ -73,6 +75,19 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
         return
     with torch.autocast(device_type=device.type, dtype=dtype):
         yield
+
+
+def mean_over_ranks(x: Tensor) -> Tensor:
+    """The mean of scalar `x` over the processes of a torchrun job (no gradient); `x` itself in one process.
+
+    Loss normalisers that count things in the batch (positives, valid steps) use it, so that DDP's average of the
+    per-rank gradients equals one process with the whole global batch.
+    """
+    if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
+        return x.detach()
+    total = x.detach().clone().float()
+    dist.all_reduce(total)
+    return (total / dist.get_world_size()).to(x.dtype)
 
 
 def seed_everything(seed: int) -> None:
