@@ -58,6 +58,10 @@ def tuple_starts(
     return [s + i * stride for i in range(tuple_len)]
 
 
+REMOTE_RULES = ("both_sides", "either_side")
+"""`remote_clip_start` rules: PCL's released code (`both_sides`, default) and the looser rule (`either_side`)."""
+
+
 def remote_clip_start(
     num_frames: int,
     tuple_start: int,
@@ -65,18 +69,34 @@ def remote_clip_start(
     clip_len: int = 16,
     rng: random.Random | None = None,
     min_gap: int = 16,
+    remote_rule: str = "both_sides",
 ) -> int | None:
     """Start of a clip at least `min_gap` frames away from the window `[tuple_start, tuple_start + tuple_span)`.
 
-    PCL's released code (datasets/ucf101.py, label 4): the remote clip lies wholly before
-    (`start + clip_len + min_gap ≤ tuple_start`) or wholly after (`start ≥ tuple_start + tuple_span + min_gap`) the
-    window; side and position are uniform over the valid starts. Returns None when there is no room (the caller then
-    redraws the label from 0-3).
+    A remote clip lies wholly before (`start + clip_len + min_gap ≤ tuple_start`) or wholly after
+    (`start ≥ tuple_start + tuple_span + min_gap`) the window. Returns None when the rule finds no room (the caller
+    then redraws the pretext label from 0-3).
+
+    * `remote_rule="both_sides"` (default; PCL's released code, datasets/ucf101.py `load4clips`): the remote clip
+      is used only when there is room on *both* sides of the window. Then, as PCL does, one start is drawn
+      uniformly on each side (`rng.randint` before, then after) and a fair coin (`rng.randint(0, 1)`) picks the
+      side, whatever the room on each. The label-4 share of a 186-frame video with 16/8/3 tuples is 0.2·59/123 ≈
+      0.096 (0.053 at 150 frames).
+    * `remote_rule="either_side"`: room on one side suffices; the start is uniform over all valid starts of both
+      sides (so the side is chosen in proportion to its room). Label-4 share 0.2 for every video of ≥ 127 frames.
     """
+    if remote_rule not in REMOTE_RULES:
+        raise ValueError(f"remote_rule must be one of {REMOTE_RULES}, got {remote_rule!r}")
     rng = rng or random.Random()
-    before = list(range(0, tuple_start - min_gap - clip_len + 1))
-    after = list(range(tuple_start + tuple_span + min_gap, num_frames - clip_len + 1))
-    candidates = before + after
+    last_before = tuple_start - clip_len - min_gap  # latest start of a clip ending min_gap before the window
+    first_after = tuple_start + tuple_span + min_gap
+    last_after = num_frames - clip_len
+    if remote_rule == "both_sides":
+        if last_before < 0 or last_after < first_after:
+            return None
+        starts = [rng.randint(0, last_before), rng.randint(first_after, last_after)]
+        return starts[rng.randint(0, 1)]
+    candidates = list(range(0, last_before + 1)) + list(range(first_after, last_after + 1))
     if not candidates:
         return None
     return rng.choice(candidates)

@@ -10,8 +10,9 @@ logits with a frozen teacher)`, SGD 0.01/0.9/5e-4, ReduceLROnPlateau on validati
 with tuple starts and labels seeded by index.
 
 Tiny synthetic set (`write_synthetic_ucf101(out, num_classes=4, videos_per_class=8, frames=48, size=32)`): use
-`clip_len=4, interval=2` (tuple window 16 frames, so 48-frame videos leave room for the remote clip on some
-draws). C3D needs `clip_len ≥ 8` (three temporal pools), and then longer videos (≥ 64 frames).
+`clip_len=4, interval=2` (tuple window 16 frames; PCL's remote clip needs room on both sides of the window, which
+48-frame videos leave on some draws only with a small `min_gap`, e.g. 4). C3D needs `clip_len ≥ 8` (three temporal
+pools), and then longer videos (≥ 64 frames).
 """
 
 from __future__ import annotations
