@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from actdistill.errors import ActdistillError
@@ -176,9 +177,49 @@ def test_equal_scores_tie_handling() -> None:
     # An FP (video 'a', no ground truth) and a TP (video 'b') with the same score, the FP listed first.
     truth = [gt("b", 0, 10)]
     preds = [det("a", 0, 10, 0.5), det("b", 0, 10, 0.5)]
-    assert detection_map(truth, preds, (0.5,), "activitynet")["map"][0.5] == pytest.approx(0.5)  # input order
+    # ActivityNet ranks by score.argsort()[::-1]: of two equal scores the later-listed prediction comes first.
+    assert detection_map(truth, preds, (0.5,), "activitynet")["map"][0.5] == 1.0
+    assert detection_map(truth, preds[::-1], (0.5,), "activitynet")["map"][0.5] == pytest.approx(0.5)
     assert detection_map(truth, preds, (0.5,), "thumos14")["map"][0.5] == 1.0  # kit ranks TPs first
     assert detection_map(truth, preds, (0.5,), "thumos14_updated")["map"][0.5] == pytest.approx(0.5)  # video order
+
+
+def test_activitynet_equal_tiou_takes_the_later_ground_truth() -> None:
+    # p1 = [5, 15] overlaps g1 = [0, 10] and g2 = [10, 20] with tIoU 5/15 each (bit-identical). ActivityNet visits
+    # the ground truths in tiou.argsort()[::-1] order, so p1 takes g2; p2 = [10, 20] then finds g2 locked and g1
+    # below the threshold: TP, FP -> AP 1/2. Trying equal tIoUs in input order would give TP, TP -> 1.
+    truth = [gt("v1", 0, 10), gt("v1", 10, 20)]
+    preds = [det("v1", 5, 15, 0.9), det("v1", 10, 20, 0.8)]
+    assert detection_map(truth, preds, (0.3,), "activitynet")["map"][0.3] == pytest.approx(0.5)
+    # Listing the ground truths the other way round swaps which one p1 takes: now p2 finds its g2 free.
+    assert detection_map(truth[::-1], preds, (0.3,), "activitynet")["map"][0.3] == 1.0
+
+
+def test_kit_equal_overlaps_take_the_first_listed_of_equal_scores() -> None:
+    # TH14eventdetpr.m: detections sorted by a stable sort of -conf, then each ground truth takes `max` over the
+    # free ones, i.e. the first of equal overlaps. d1 = [0, 5] and d2 = [5, 10] overlap g = [0, 10] by 0.5 each; the
+    # one left over is an FP unless it touches the Ambiguous segment [9, 12] (only d2 does), then it is dropped.
+    truth = [gt("v1", 0, 10), gt("v1", 9, 12, "Ambiguous")]
+    d1, d2 = det("v1", 0, 5, 0.5), det("v1", 5, 10, 0.5)
+    for protocol in ("thumos14", "thumos14_updated"):
+        assert detection_map(truth, [d1, d2], (0.4,), protocol)["ignored_predictions"] == {0.4: 1}  # d1 matched
+        assert detection_map(truth, [d2, d1], (0.4,), protocol)["ignored_predictions"] == {0.4: 0}  # d2 matched
+        # Among equal overlaps a higher score wins whatever the listing order.
+        hi_d2 = [d1, dict(d2, score=0.6)]
+        assert detection_map(truth, hi_d2, (0.4,), protocol)["ignored_predictions"] == {0.4: 0}
+
+
+def test_kit_matches_ground_truth_in_annotation_order() -> None:
+    # g1 = [0, 10], g2 = [3, 13]; da = [2, 12] overlaps g1 .667 and g2 .818; db = [6, 16] overlaps g1 .25, g2 .538.
+    # Ground truth first, in annotation order: g1 takes da, g2 takes db -> TP, TP. The other way round g2 takes da
+    # and g1 is left with db below 0.3 -> TP, FP.
+    g1, g2 = gt("v1", 0, 10), gt("v1", 3, 13)
+    preds = [det("v1", 2, 12, 0.9), det("v1", 6, 16, 0.8)]
+    assert detection_map([g1, g2], preds, (0.3,), "thumos14_updated")["map"][0.3] == 1.0
+    assert detection_map([g2, g1], preds, (0.3,), "thumos14_updated")["map"][0.3] == pytest.approx(0.5)
+    # ActivityNet is score-first: da takes g2 (its best), db is an FP either way.
+    for order in ([g1, g2], [g2, g1]):
+        assert detection_map(order, preds, (0.3,), "activitynet")["map"][0.3] == pytest.approx(0.5)
 
 
 # ---------------------------------------------------------------------------------------------- Ambiguous
@@ -289,3 +330,154 @@ def test_real_annotations_perfect_predictions(thumos_test_rows: list[dict], prot
     assert result["num_ground_truth"] == 3358
     assert result["ignored_ground_truth"] == len(thumos_test_rows) - 3358
     assert len(result["per_class_ap"]) == 20
+
+
+# ---------------------------------------------------- ActivityNet reference, written out, on the real annotations
+# compute_average_precision_detection, segment_iou and interpolated_prec_rec as in ActivityNet's
+# Evaluation/eval_detection.py and Evaluation/utils.py (github.com/activitynet/ActivityNet), restated with plain
+# lists instead of pandas frames: same sorts (numpy's default argsort, reversed), same loops, same arithmetic.
+
+
+def _anet_segment_iou(target: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    tt1 = np.maximum(target[0], candidates[:, 0])
+    tt2 = np.minimum(target[1], candidates[:, 1])
+    inter = (tt2 - tt1).clip(0)
+    union = (candidates[:, 1] - candidates[:, 0]) + (target[1] - target[0]) - inter
+    return inter.astype(float) / union
+
+
+def _anet_interpolated_prec_rec(prec: np.ndarray, rec: np.ndarray) -> float:
+    mprec = np.hstack([[0], prec, [0]])
+    mrec = np.hstack([[0], rec, [1]])
+    for i in range(len(mprec) - 1)[::-1]:
+        mprec[i] = max(mprec[i], mprec[i + 1])
+    idx = np.where(mrec[1::] != mrec[0:-1])[0] + 1
+    return float(np.sum((mrec[idx] - mrec[idx - 1]) * mprec[idx]))
+
+
+def _anet_class_ap(truth: list[dict], preds: list[dict], thresholds, stable_ties: bool = False) -> np.ndarray:
+    """One class. `stable_ties=True` is the deviation this module used to have (equal values in input order)."""
+    ap = np.zeros(len(thresholds))
+    if not preds:
+        return ap
+    npos = float(len(truth))
+    lock_gt = np.ones((len(thresholds), len(truth))) * -1
+    scores = np.array([p["score"] for p in preds], dtype=np.float64)
+    sort_idx = np.argsort(-scores, kind="stable") if stable_ties else scores.argsort()[::-1]
+    preds = [preds[i] for i in sort_idx]
+    tp = np.zeros((len(thresholds), len(preds)))
+    fp = np.zeros((len(thresholds), len(preds)))
+    by_video: dict[str, list[int]] = {}
+    for i, g in enumerate(truth):
+        by_video.setdefault(g["video"], []).append(i)
+    for idx, pred in enumerate(preds):
+        if pred["video"] not in by_video:
+            fp[:, idx] = 1
+            continue
+        ids = by_video[pred["video"]]
+        segs = np.array([[truth[i]["start"], truth[i]["end"]] for i in ids], dtype=np.float64)
+        tiou_arr = _anet_segment_iou(np.array([pred["start"], pred["end"]], dtype=np.float64), segs)
+        tiou_sorted_idx = np.argsort(-tiou_arr, kind="stable") if stable_ties else tiou_arr.argsort()[::-1]
+        for tidx, thr in enumerate(thresholds):
+            for jdx in tiou_sorted_idx:
+                if tiou_arr[jdx] < thr:
+                    fp[tidx, idx] = 1
+                    break
+                if lock_gt[tidx, ids[jdx]] >= 0:
+                    continue
+                tp[tidx, idx] = 1
+                lock_gt[tidx, ids[jdx]] = idx
+                break
+            if fp[tidx, idx] == 0 and tp[tidx, idx] == 0:
+                fp[tidx, idx] = 1
+    tp_cumsum = np.cumsum(tp, axis=1).astype(float)
+    fp_cumsum = np.cumsum(fp, axis=1).astype(float)
+    recall = tp_cumsum / npos
+    precision = tp_cumsum / (tp_cumsum + fp_cumsum)
+    for tidx in range(len(thresholds)):
+        ap[tidx] = _anet_interpolated_prec_rec(precision[tidx, :], recall[tidx, :])
+    return ap
+
+
+def _anet_reference(truth: list[dict], preds: list[dict], thresholds, stable_ties: bool = False) -> dict:
+    """{label: AP per threshold} over the ground-truth classes (Ambiguous rows already removed)."""
+    labels = sorted({g["label"] for g in truth})
+    return {
+        c: _anet_class_ap(
+            [g for g in truth if g["label"] == c], [p for p in preds if p["label"] == c], thresholds, stable_ties
+        )
+        for c in labels
+    }
+
+
+def _tie_heavy_predictions(rows: list[dict], seed: int) -> tuple[list[dict], list[dict], int]:
+    """THUMOS14 ground truth with exact tIoU ties built in, and random predictions over it.
+
+    Ties: (1) duplicated ground-truth rows (any prediction overlapping one overlaps its copy with the same tIoU);
+    (2) segments straddling two neighbouring same-class ground truths symmetrically (equal tIoUs when the two have
+    the same length); (3) scores quantised to 0.05, so long runs of equal scores. Also jittered and exact copies of
+    the ground truth, and false positives in random videos.
+    Returns (ground truth, predictions, number of predictions whose best tIoU is tied and ≥ 0.1).
+    """
+    rng = np.random.default_rng(seed)
+    actions = [dict(r) for r in rows if r["label"] != "Ambiguous"]
+    dup = rng.choice(len(actions), size=len(actions) // 8, replace=False)
+    truth = actions + [dict(actions[i]) for i in dup]  # copies listed after the originals
+    by_key: dict[tuple[str, str], list[dict]] = {}
+    for g in truth:
+        by_key.setdefault((g["video"], g["label"]), []).append(g)
+    videos = sorted({g["video"] for g in truth})
+    preds: list[dict] = []
+
+    def add(video: str, start: float, end: float, label: str) -> None:
+        score = round(float(rng.integers(0, 21)) * 0.05, 2)
+        preds.append({"video": video, "start": start, "end": end, "label": label, "score": score})
+
+    for g in truth:
+        length = g["end"] - g["start"]
+        r = rng.random()
+        if r < 0.3:
+            add(g["video"], g["start"], g["end"], g["label"])  # exact copy
+        elif r < 0.8:
+            s = g["start"] + rng.normal(0, 0.25) * length
+            e = g["end"] + rng.normal(0, 0.25) * length
+            s, e = round(min(s, e), 1), round(max(s, e), 1)
+            add(g["video"], s, e, g["label"])
+        if rng.random() < 0.15:  # a false positive in a random video
+            add(str(rng.choice(videos)), *sorted(rng.uniform(0, 200, 2).round(1)), g["label"])
+    for (video, label), group in by_key.items():  # (2) segments straddling two neighbours symmetrically
+        group = sorted(group, key=lambda g: g["start"])
+        for a, b in zip(group, group[1:]):
+            if b["start"] >= a["end"]:
+                add(video, a["start"], b["end"], label)  # tie when both have the same length
+                for x in (0.5, 1.0):
+                    add(video, a["end"] - x, b["start"] + x, label)
+    # Count predictions whose maximal tIoU (≥ 0.1) is shared by two ground truths: the ties under test.
+    tied = 0
+    for p in preds:
+        group = by_key.get((p["video"], p["label"]), [])
+        if len(group) < 2:
+            continue
+        segs = np.array([[g["start"], g["end"]] for g in group])
+        t = _anet_segment_iou(np.array([p["start"], p["end"]]), segs)
+        tied += int(t.max() >= 0.1 and (t == t.max()).sum() > 1)
+    order = rng.permutation(len(preds))
+    return truth, [preds[i] for i in order], tied
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_activitynet_protocol_equals_the_reference_with_ties(thumos_test_rows: list[dict], seed: int) -> None:
+    truth, preds, tied = _tie_heavy_predictions(thumos_test_rows, seed)
+    assert tied > 200  # the data really exercises tIoU ties
+    thresholds = (0.1, 0.2, 0.3, 0.4, 0.5, 0.7)
+    ours = detection_map(truth, preds, thresholds, "activitynet")
+    reference = _anet_reference(truth, preds, thresholds)
+    assert set(ours["per_class_ap"]) == set(reference)
+    for label, aps in reference.items():
+        got = [ours["per_class_ap"][label][t] for t in thresholds]
+        np.testing.assert_allclose(got, aps, rtol=0, atol=1e-9, err_msg=label)
+    ref_map = np.mean(list(reference.values()), axis=0)
+    np.testing.assert_allclose(maps(ours), ref_map, rtol=0, atol=1e-9)
+    # The ties matter: breaking them in input order (this module's old rule) moves the mAP.
+    stable = np.mean(list(_anet_reference(truth, preds, thresholds, stable_ties=True).values()), axis=0)
+    assert np.abs(stable - ref_map).max() > 1e-6

@@ -40,7 +40,7 @@ PAIRS = {
 }
 # Methods that cannot be built from (student, teacher) alone.
 TEST_KWARGS = {
-    "crd": {"num_data": 16, "nce_k": 8},
+    "crd": {"num_data": 16, "nce_k": 8, "train_labels": [i % 3 for i in range(16)]},
     "combo": {"methods": [{"name": "kd", "temperature": 4}, {"name": "at"}]},
     "generative": {"input_size": (16, 64, 64)},
     "generative_teacher": {"input_size": (16, 64, 64)},
@@ -253,6 +253,87 @@ def test_fn_uses_the_students_own_classifier_on_the_pooled_feature() -> None:
     assert not method.extra_modules()  # the classifier stays the student's, not an extra
 
 
+def test_at_with_paper2_attention_head_on_the_student() -> None:
+    """Paper 2's Table-1 AT setting: the student classifies through the attention module; AT on the maps as before."""
+    from actdistill.distill.generative import AttentionModule
+
+    torch.manual_seed(0)
+    teacher = create_model("i3d", 3, channel_scale=0.125)
+    student = create_model("top_i3d", 3, channel_scale=0.125)
+    x = torch.randn(2, 3, 16, 64, 64)
+    batch = {"input": x, "label": torch.tensor([0, 2])}
+    taps = {"student_layers": [-1], "teacher_layers": [-1]}
+    plain = AT(student, teacher, **taps)
+    assert plain.attention_head is None and set(plain.extra_modules()) == {"attention"}  # default: no new module
+    method = AT(student, teacher, **taps, student_attention=True, input_size=(16, 64, 64))
+    assert isinstance(method.attention_head, AttentionModule)
+    assert method.attention_head.time_steps == 2 and method.attention_head.channels == 128  # Mixed_5c 128×2×2×2
+    assert {id(p) for p in method.attention_head.parameters()} <= {id(p) for p in method.trainable_parameters()}
+    assert "attention_head" in method.student_state()["extras"]
+
+    method.eval()  # no head dropout: logits are deterministic
+    plain.eval()
+    out, ref = method(batch), plain(batch)
+    with torch.no_grad():
+        feature = student.forward_features(x)[-1]
+        a = method.attention_head(feature)  # (B, C, T')
+        weighted = feature * a[..., None, None]
+        weighted = weighted * feature.sum() / weighted.sum()  # paper 2's σ over the whole batch
+        expected_logits = student.forward_head(weighted).mean(-1)
+    torch.testing.assert_close(out.logits, expected_logits)
+    assert not torch.allclose(out.logits, ref.logits)  # the attention head changes the classification
+    torch.testing.assert_close(out.parts["ce"], F.cross_entropy(expected_logits, batch["label"]))
+    torch.testing.assert_close(out.parts["at"], ref.parts["at"])  # AT on the un-weighted maps, as before
+    torch.testing.assert_close(method.predict(x).mean(-1), out.logits)
+
+    method.train()
+    out = method(batch)
+    out.loss.backward()
+    assert all(p.grad is not None for p in method.attention_head.parameters())
+    with pytest.raises(ActdistillError):
+        AT(create_model("pvt_v2_demo", 3), create_model("convnext_demo", 3), student_attention=True)
+
+
+@pytest.mark.parametrize("pair", ["i3d", "timm"])
+def test_fn_reads_the_pooled_feature_before_dropout(pair: str) -> None:
+    """Paper 2's FN baseline reads pooled Mixed_5c, not the classifier input after the head's dropout (p=0.5)."""
+    torch.manual_seed(0)
+    if pair == "i3d":
+        teacher = create_model("i3d", 3, channel_scale=0.125)
+        student = create_model("top_i3d", 3, channel_scale=0.125)  # I3D head: avg-pool → Dropout(0.5) → conv
+        x = torch.randn(2, 3, 16, 64, 64)
+    else:
+        teacher = create_model("convnext_demo", 3)
+        student = create_model("pvt_v2_demo", 3, drop_rate=0.5)  # timm head: pool → Dropout(0.5) → fc
+        x = torch.randn(2, 3, 32, 32)
+    batch = {"input": x, "label": torch.tensor([0, 2])}
+    method = FN(student, teacher).train()
+    fns = [method(batch).parts["fn"] for _ in range(3)]
+    assert student.training and all(m.training for m in student.modules())  # modes restored
+    # The reference f, computed independently: the eval-mode pooled feature before the classifier.
+    with torch.no_grad():
+        last = student.forward_features(x)[-1]
+        logits_t = teacher(x)
+        if pair == "i3d":
+            pooled = F.avg_pool3d(last, (2, *last.shape[3:]), stride=1)  # (B, D, T', 1, 1)
+            rows = pooled.flatten(2).transpose(1, 2).reshape(-1, pooled.shape[1])  # (B·T', D), b-major
+            target = logits_t.transpose(1, 2).reshape(rows.shape[0], -1)  # the teacher's logits of the same step
+            conv = student.head.logits
+            w, b = conv.weight.flatten(1), conv.bias
+        else:
+            rows = last.flatten(2).mean(-1)  # PVT-v2 averages its tokens
+            target = logits_t
+            w, b = student.model.head.weight, student.model.head.bias
+    expected = 9.0 * fn_loss(rows, w, b, target, 2.0)
+    for fn in fns:
+        torch.testing.assert_close(fn, expected, rtol=1e-4, atol=1e-6)
+    # After dropout half of f is zero: reading the classifier input of the training forward gives another value.
+    post = 9.0 * fn_loss(F.dropout(rows, 0.5, training=True), w, b, target, 2.0)
+    assert not torch.allclose(post, expected, rtol=1e-3)
+    fns[0].backward()
+    assert student.get_classifier().weight.grad is not None
+
+
 def test_simkd_predicts_with_the_teacher_head() -> None:
     torch.manual_seed(0)
     student, teacher = ToyNet(), ToyNet((6, 12), video=True)
@@ -282,14 +363,14 @@ def test_crd_state_round_trip_and_index_requirement() -> None:
     assert CRD.requires == frozenset({"index"})
     with pytest.raises(ActdistillError, match="num_data"):
         CRD(student, teacher)
-    method = CRD(student, teacher, num_data=10, nce_k=4).train()
+    method = CRD(student, teacher, num_data=10, nce_k=4, negatives="uniform").train()
     before = method.memory.memory_s.clone()
     method(_toy_batch())
     assert float(method.memory.z_s) > 0 and float(method.memory.z_t) > 0
     assert not torch.equal(before[:4], method.memory.memory_s[:4]) and torch.equal(
         before[4:], method.memory.memory_s[4:]
     )
-    fresh = CRD(ToyNet(), ToyNet((6, 12)), num_data=10, nce_k=4)
+    fresh = CRD(ToyNet(), ToyNet((6, 12)), num_data=10, nce_k=4, negatives="uniform")
     fresh.load_student_state(method.student_state())
     for key, value in method.memory.state_dict().items():
         assert torch.equal(value, fresh.memory.state_dict()[key]), key
@@ -299,15 +380,47 @@ def test_crd_state_round_trip_and_index_requirement() -> None:
         method(batch)
 
 
-def test_crd_negatives_skip_the_positive() -> None:
-    method = CRD(ToyNet(), ToyNet(), num_data=8, nce_k=5)
+def test_crd_uniform_negatives_skip_the_positive() -> None:
+    method = CRD(ToyNet(), ToyNet(), num_data=8, nce_k=5, negatives="uniform")
     index = torch.tensor([0, 3, 7])
-    neg = method.negatives(index)
+    neg = method.draw_negatives(index)
     assert neg.shape == (3, 5) and not (neg == index[:, None]).any()
     assert all(len(set(row.tolist())) == 5 for row in neg)  # K ≤ N−1: without replacement
     method.nce_k = 20  # K > N−1: with replacement
-    neg = method.negatives(index)
+    neg = method.draw_negatives(index)
     assert neg.shape == (3, 20) and not (neg == index[:, None]).any() and int(neg.max()) < 8
+
+
+def test_crd_class_negatives_come_from_other_classes() -> None:
+    # RepDistiller's CIFAR100InstanceSample: K negatives uniform over the other classes' samples, without
+    # replacement unless K exceeds their number. Labels are unsorted and not 0..C-1.
+    labels = torch.tensor([5, 2, 5, 9, 2, 2, 9, 5, 2, 9, 9, 9])
+    method = CRD(ToyNet(), ToyNet(), num_data=12, nce_k=6, train_labels=labels.tolist())
+    assert method.negatives_mode == "class"
+    index = torch.tensor([0, 1, 3, 11])
+    torch.manual_seed(0)
+    counts = torch.zeros(4, 12)
+    for _ in range(2000):
+        neg = method.draw_negatives(index)
+        assert (labels[neg] != labels[index][:, None]).all()
+        assert all(len(set(row.tolist())) == 6 for row in neg)  # 7-9 candidates per row ≥ K
+        counts += F.one_hot(neg, 12).sum(1)
+    for row, i in enumerate(index.tolist()):
+        others = labels != labels[i]
+        freq = counts[row][others] / 2000
+        torch.testing.assert_close(freq, torch.full_like(freq, 6 / int(others.sum())), atol=0.05, rtol=0)
+    method.nce_k = 10  # more than any row's 7-9 candidates: with replacement
+    neg = method.draw_negatives(index)
+    assert neg.shape == (4, 10) and (labels[neg] != labels[index][:, None]).all()
+    with pytest.raises(ActdistillError, match="train_labels has 3"):
+        CRD(ToyNet(), ToyNet(), num_data=12, train_labels=[0, 1, 2])
+    with pytest.raises(ActdistillError, match="two classes"):
+        CRD(ToyNet(), ToyNet(), num_data=4, train_labels=[1, 1, 1, 1])
+    with pytest.raises(ActdistillError, match="negatives"):
+        CRD(ToyNet(), ToyNet(), num_data=4, negatives="relax")
+    with pytest.warns(UserWarning, match="train_labels"):
+        fallback = CRD(ToyNet(), ToyNet(), num_data=12)
+    assert fallback.negatives_mode == "uniform"
 
 
 # ------------------------------------------------------------------------------------------------ combinations

@@ -49,20 +49,101 @@ def test_tuple_starts_faithful_and_clean() -> None:
         tuple_starts(100, mode="other")
 
 
-def test_remote_clip_far_from_tuple_window() -> None:
+# PCL's released code, datasets/ucf101.py (`UCF101_PCL_VCP_Dataset.__getitem__` + `load4clips`), restated: the tuple
+# start, the label and the remote clip, drawn from one `random` stream in PCL's order.
+def _pcl_sample(length: int, rng: random.Random, clip_len=16, interval=8, tuple_len=3, dist=16):
+    total = clip_len * tuple_len + interval * (tuple_len - 1)
+    start = rng.randint(0, length - total)
+    label = rng.randint(0, 4)
+    if label != 4:
+        return start, label, None
+    forward = start - clip_len - dist
+    backward = length - start - total - clip_len - dist
+    if forward < 0 or backward < 0:
+        return start, rng.randint(0, 3), None
+    starts = [rng.randint(0, start - clip_len - dist), rng.randint(start + total + dist, length - clip_len)]
+    return start, 4, starts[rng.randint(0, 1)]
+
+
+def _our_sample(length: int, rng: random.Random, rule: str = "both_sides"):
+    """What `PCLTupleDataset.__getitem__` does with these functions (16/8/3 tuples, min_gap 16)."""
+    start = tuple_starts(length, 16, 8, 3, "faithful", rng)[0]
+    label = rng.randrange(5)
+    remote = None
+    if label == 4:
+        remote = remote_clip_start(length, start, tuple_total(16, 8, 3), 16, rng, 16, remote_rule=rule)
+        if remote is None:
+            label = rng.randrange(4)
+    return start, label, remote
+
+
+def _exact_label4_share(length: int, rule: str) -> float:
+    """P(label 4) by enumerating the tuple start, with the room condition written out per rule."""
+    total, clip_len, gap = 64, 16, 16
+    ok = 0
+    for s in range(length - total + 1):
+        before, after = s - clip_len - gap >= 0, length - s - total - clip_len - gap >= 0
+        ok += (before and after) if rule == "both_sides" else (before or after)
+    return 0.2 * ok / (length - total + 1)
+
+
+def test_remote_clip_draw_for_draw_as_pcl() -> None:
+    for length in (64, 100, 150, 186, 240, 400):
+        for seed in range(300):
+            assert _our_sample(length, random.Random(seed)) == _pcl_sample(length, random.Random(seed))
+
+
+@pytest.mark.parametrize("length", [150, 186, 240])
+def test_remote_clip_label_share_as_pcl(length: int) -> None:
+    # Exact shares: ours (by enumerating starts through remote_clip_start) against the rule written out.
+    for rule in ("both_sides", "either_side"):
+        starts = range(length - 64 + 1)
+        room = sum(remote_clip_start(length, s, 64, 16, random.Random(s), remote_rule=rule) is not None for s in starts)
+        assert 0.2 * room / len(starts) == pytest.approx(_exact_label4_share(length, rule), abs=1e-12)
+    # Pinned values (16/8/3 tuples, gap 16): 186 frames 0.2·59/123 = 0.0959, 150 frames 0.2·23/87 = 0.0529.
+    expected = {150: 0.2 * 23 / 87, 186: 0.2 * 59 / 123, 240: 0.2 * 113 / 177}[length]
+    assert _exact_label4_share(length, "both_sides") == pytest.approx(expected)
+    assert _exact_label4_share(length, "either_side") == pytest.approx(0.2)
+    # Simulated shares of the whole sampling (tuple start, label, redraw) match them.
+    n, rng = 20_000, random.Random(2024)
+    sim = sum(_our_sample(length, rng)[1] == 4 for _ in range(n)) / n
+    assert sim == pytest.approx(expected, abs=4 * (expected * (1 - expected) / n) ** 0.5)
+    sim = sum(_our_sample(length, rng, "either_side")[1] == 4 for _ in range(n)) / n
+    assert sim == pytest.approx(0.2, abs=4 * (0.16 / n) ** 0.5)
+
+
+def test_remote_clip_side_and_distance() -> None:
+    # Window [40, 104) in 200 frames, gap 16: 9 starts before (0..8), 65 after (120..184).
     rng = random.Random(0)
-    n, clip_len, span = 200, 16, 64
-    for _ in range(200):
-        s = rng.randint(0, n - span)
-        r = remote_clip_start(n, s, span, clip_len, rng)
-        if r is None:
-            continue
-        assert 0 <= r <= n - clip_len
-        assert r + clip_len + 16 <= s or r >= s + span + 16
-    # no room on either side
+    for rule in ("both_sides", "either_side"):
+        draws = [remote_clip_start(200, 40, 64, 16, rng, remote_rule=rule) for _ in range(4000)]
+        assert all(r is not None and (0 <= r <= 8 or 120 <= r <= 184) for r in draws)
+        before = sum(r <= 8 for r in draws) / len(draws)
+        # PCL flips a fair coin between the sides; the looser rule is uniform over all 74 starts.
+        assert before == pytest.approx(0.5 if rule == "both_sides" else 9 / 74, abs=0.03)
+        assert {r for r in draws if r <= 8} == set(range(9))
+    # Room on one side only: PCL redraws the label; the looser rule takes that side.
     assert remote_clip_start(100, 10, 64, 16, rng) is None
-    # exactly room after: window 0..64, gap 16 → start 80, clip ends at 96
-    assert remote_clip_start(96, 0, 64, 16, rng) == 80
+    assert remote_clip_start(96, 0, 64, 16, rng) is None
+    assert remote_clip_start(96, 0, 64, 16, rng, remote_rule="either_side") == 80  # window 0..64, +16 → 80..96
+    assert remote_clip_start(200, 32, 64, 16, rng) in {0, *range(112, 185)}  # exactly room before: start 0
+    with pytest.raises(ValueError, match="remote_rule"):
+        remote_clip_start(200, 40, 64, remote_rule="one_side")
+
+
+def test_tuple_dataset_uses_pcls_remote_rule(monkeypatch) -> None:
+    import actdistill.ssl.train as train_mod
+    from actdistill.data.manifest import VideoRecord
+
+    def fake_frames(path, indices):
+        return torch.zeros(len(list(indices)), 3, 4, 4, dtype=torch.uint8)
+
+    monkeypatch.setattr(train_mod, "read_frames", fake_frames)
+    records = [VideoRecord(f"v{i}.avi", 0, 150 + (i % 3) * 36, 25.0) for i in range(30)]
+    ds = train_mod.PCLTupleDataset("/nonexistent", records, train=False)
+    labels = [ds[i][1] for i in range(len(ds))]
+    assert labels == [_pcl_sample(r.num_frames, random.Random(ds._rng_seed(i)))[1] for i, r in enumerate(records)]
+    assert 4 in labels
 
 
 # --- pretext transforms ---------------------------------------------------------------------------

@@ -19,6 +19,12 @@ from torch import Tensor, nn
 from actdistill.distill.adapters import FeatureAdapter, build_adapter
 from actdistill.distill.base import Batch, Distiller, StepOutput, make_output
 from actdistill.distill.functional import at_loss, fn_loss, hint_loss, mgd_loss, simkd_loss
+from actdistill.distill.generative import (
+    AttentionModule,
+    AttentionPredictor,
+    attention_weighted_feature,
+    feature_shape,
+)
 from actdistill.distill.logit import class_logits
 from actdistill.distill.taps import (
     ModelRun,
@@ -169,6 +175,14 @@ class AT(FeatureDistiller):
     Works on `(B, C, H, W)` and `(B, C, T, H, W)` maps (for video one spatio-temporal map over T·H·W); the larger
     extent is average-pooled to the smaller, and a 2-D student against a 3-D teacher pools the teacher's time.
     Default taps: the last min(#stages) stages of both models. Parts `ce`, `at`; metrics `at_<i>` raw per layer.
+
+    `student_attention=True` is paper 2's Table-1 setting for AT (its AT row costs 47.4 G = Top-I3D + attention
+    head): the student's classification goes through paper 2's attention module (eq. 8, `generative.AttentionModule`)
+    and attention-weighted feature (eqs. 9-10, `attention_weighted_feature`; σ over the whole batch as paper 2's code,
+    `per_sample_sigma=True` per sample): `logits = forward_head(F′)`, F′ = (F ⊙ A)·ΣF/Σ(F ⊙ A), F the student's last
+    map. CE (and `predict`) use those logits; AT still compares the un-weighted maps. The attention module is the
+    trainable extra `attention_head`, sized for clips `input_size` = [T, H, W] (probed on meta tensors; a video
+    student following the model contract is needed). The exported student alone does not contain it.
     """
 
     def __init__(
@@ -182,17 +196,53 @@ class AT(FeatureDistiller):
         ce_weight: float = 1.0,
         p: float = 2.0,
         mode: str = "code",
+        student_attention: bool = False,
+        input_size: Sequence[int] = (64, 224, 224),
+        per_sample_sigma: bool = False,
     ) -> None:
         super().__init__(student, teacher)
         self.beta, self.ce_weight, self.p, self.mode = float(beta), float(ce_weight), float(p), mode
         self.attention = AttentionTaps(self, layer_pairs(student, teacher, student_layers, teacher_layers))
+        self.per_sample_sigma = bool(per_sample_sigma)
+        self.attention_head: nn.Module | None = None
+        if student_attention:
+            if not has_contract(student) or not getattr(student, "feature_info", None):
+                raise ActdistillError("at: student_attention needs a video student following the model contract")
+            in_channels = int(getattr(student.pretrained_cfg, "input_size", (3,))[0])
+            c, t, h, w = feature_shape(student, input_size, in_channels)
+            self.attention_head = AttentionModule(c, t, spatial_kernel=(h, w))
+            self.last_tap = Tap("stage", len(student.feature_info) - 1)
+            self.student_taps += (self.last_tap,)
+
+    def _attended_logits(self, feature: Tensor) -> Tensor:
+        """Student logits (per step for I3D heads) from paper 2's attention-weighted last map."""
+        assert self.attention_head is not None
+        weighted = attention_weighted_feature(feature, self.attention_head(feature), self.per_sample_sigma)
+        return self.student.forward_head(weighted)
 
     def forward(self, batch: Batch) -> StepOutput:
         run_s, run_t = self._runs(batch)
         terms = self.attention(run_s, run_t, self.p, self.mode)
-        logits = class_logits(run_s.logits)
+        if self.attention_head is None:
+            logits = class_logits(run_s.logits)
+        else:
+            logits = class_logits(self._attended_logits(run_s.get(self.last_tap)))
         parts = {**self._ce(logits, batch, self.ce_weight), "at": self.beta * torch.stack(terms).sum()}
         return make_output(logits, parts, {f"at_{i}": term.detach() for i, term in enumerate(terms)})
+
+    def predictor(self) -> nn.Module:
+        """The student; with `student_attention`, student + attention head (as in training)."""
+        if self.attention_head is None:
+            return self.student
+        return AttentionPredictor(self.student, self.attention_head, self.per_sample_sigma)
+
+    def predictor_spec(self, student_spec: dict[str, Any], teacher_spec: dict[str, Any] | None) -> dict[str, Any]:
+        if self.attention_head is None:
+            return student_spec
+        head = self.attention_head
+        kwargs = {"student": student_spec, "channels": head.channels, "time_steps": head.time_steps}
+        kwargs.update(spatial=list(head.conv3d.kernel_size[1:]), per_sample_sigma=self.per_sample_sigma)
+        return {"name": "attention_predictor", "num_classes": student_spec["num_classes"], "kwargs": kwargs}
 
 
 @register_method(
@@ -204,11 +254,16 @@ class AT(FeatureDistiller):
 class FN(FeatureDistiller):
     """Feature-normalised KD (ECCV-20): `L = w_ce·CE(W f + b, y) + λ·H(softmax(z_t), softmax(W·f̂ + b))`.
 
-    f is the input of the student's own classifier (found by `find_classifier`, read by a pre-hook: the pooled
-    penultimate feature, `(B, D)`), f̂ = f·min(‖f‖, τ)/‖f‖, the teacher at T=1. Video: the classifier input of an I3D
-    head `(B, D, T', 1, 1)` or of a per-frame model `(B·T, D)` gives one row per time step; each row is distilled
-    towards the teacher's logits of the same step when the teacher has as many steps, else the time-averaged ones.
-    Parts `ce`, `fn`.
+    f is the pooled last feature map as the student's own classifier (found by `find_classifier`) receives it
+    *without dropout*, the penultimate feature of FNKD's ResNets (aztc/FNKD) and the pooled Mixed_5c that paper 2's
+    FN baseline reads. For a model following the contract it is taken from a second, eval-mode run of
+    `forward_head` on the last `forward_features` map (dropout off, gradients kept; a BatchNorm inside a head would
+    use its running statistics there), so a head's dropout (I3D's p=0.5, timm's `drop_rate`) does not zero half of
+    f; the CE term uses the training logits as usual. A model without the contract falls back to the classifier's
+    input as seen in the training forward (a pre-hook). f̂ = f·min(‖f‖, τ)/‖f‖, the teacher at T=1. Video: an I3D
+    head gives `(B, D, T', 1, 1)` (avg-pooled Mixed_5c per step) and a per-frame model `(B·T, D)`: one row per time
+    step, distilled towards the teacher's logits of the same step when the teacher has as many steps, else the
+    time-averaged ones. Parts `ce`, `fn`.
     """
 
     reads_only_teacher_logits = True  # the student's features, the teacher's logits: a logit cache serves it
@@ -225,8 +280,29 @@ class FN(FeatureDistiller):
         super().__init__(student, teacher)
         self.fn_weight, self.norm_cap, self.ce_weight = float(fn_weight), float(norm_cap), float(ce_weight)
         self.classifier_path, _ = find_classifier(student)  # a path, not the module: it must not become an extra
-        self.tap = Tap("input", self.classifier_path)
+        if has_contract(student) and getattr(student, "feature_info", None):
+            self.tap = Tap("stage", len(student.feature_info) - 1)  # the map forward_head pools
+        else:
+            self.tap = Tap("input", self.classifier_path)
         self.student_taps = (self.tap,)
+
+    def pooled_feature(self, last_map: Tensor) -> Tensor:
+        """The classifier's input for `forward_head(last_map)` run with the whole student in eval mode (no dropout),
+        with autograd; every module's mode is restored afterwards."""
+        store: list[Tensor] = []
+        classifier = self.student.get_submodule(self.classifier_path)
+        handle = classifier.register_forward_pre_hook(lambda _m, args: store.append(args[0]) if not store else None)
+        modes = [(m, m.training) for m in self.student.modules()]
+        self.student.eval()
+        try:
+            self.student.forward_head(last_map)
+        finally:
+            handle.remove()
+            for module, mode in modes:
+                module.training = mode
+        if not store:
+            raise ActdistillError(f"fn: {type(self.student).__name__}.forward_head never called {self.classifier_path}")
+        return store[0]
 
     def forward(self, batch: Batch) -> StepOutput:
         run_s = run_model(self.student, batch["input"], self.student_taps)
@@ -235,7 +311,7 @@ class FN(FeatureDistiller):
         else:
             with torch.no_grad():
                 logits_t = run_model(self.teacher, self.teacher_input(batch)).logits.float()
-        f = run_s.get(self.tap)
+        f = self.pooled_feature(run_s.get(self.tap)) if self.tap.kind == "stage" else run_s.get(self.tap)
         rows = f if f.dim() == 2 else f.movedim(1, -1).reshape(-1, f.shape[1])
         b = batch["label"].shape[0]
         steps = rows.shape[0] // b

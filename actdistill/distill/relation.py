@@ -6,7 +6,10 @@ Both embed a globally average-pooled feature map (default: the last stage) per s
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -80,6 +83,10 @@ class RKD(PooledRelationDistiller):
         return make_output(logits, parts)
 
 
+NEGATIVES = ("class", "uniform")
+"""CRD's negative samplers: other classes (the authors' `CIFAR100InstanceSample`) or any other sample."""
+
+
 class ContrastMemory(nn.Module):
     """CRD's two memory banks `(N, D)` (student and teacher embeddings) and the normalising constants Z_s, Z_t.
 
@@ -112,11 +119,20 @@ class CRD(PooledRelationDistiller):
     """CRD (ICLR-20): `L = w_ce·CE + w·(ℓ(o_s) + ℓ(o_t))` with NCE over one positive and K negatives per sample.
 
     e = L2norm(Linear(pooled feature)) (dim `feat_dim`, one trainable embedding per side); o_s = exp(⟨M_t[idx], e_s⟩/τ)
-    / Z_s and o_t = exp(⟨M_s[idx], e_t⟩/τ) / Z_t, Z fixed on the first batch as mean(o)·N; idx = [index, K negatives]
-    drawn uniformly from the other N−1 samples ("relax" mode), without replacement when K ≤ N−1 and the draw is small
-    (B·(N−1) ≤ 2²²), else with replacement. Banks are updated with momentum after the loss, in training mode only.
+    / Z_s and o_t = exp(⟨M_s[idx], e_t⟩/τ) / Z_t, Z fixed on the first batch as mean(o)·N; idx = [index, K negatives].
+    Banks are updated with momentum after the loss, in training mode only. Scores are computed in fp32 with autocast
+    off. Parts `ce`, `crd`.
+
+    Negatives (`negatives`):
+    * `"class"` (default; the authors' sampler, RepDistiller dataset/cifar100.py `CIFAR100InstanceSample`): drawn
+      uniformly from the samples of the *other classes* (`train_labels[index]` gives the class), without
+      replacement when K ≤ their number (and the draw is small, B·N ≤ 2²²), else with replacement. Needs
+      `train_labels`, the training set's labels by dataset index (the engine passes them, as it passes `num_data`);
+      without them the method warns and falls back to `"uniform"`.
+    * `"uniform"`: drawn uniformly from the other N−1 samples (any class), same replacement rule.
+    (RepDistiller's `mode` 'exact'/'relax' is about the positive — the sample itself or another of its class — and
+    draws negatives from other classes in both modes; here the positive is always the sample itself, 'exact'.)
     Needs `batch["index"]` (dataset indices) and `num_data` = N, the training-set size (the engine passes it).
-    Scores are computed in fp32 with autocast off. Parts `ce`, `crd`.
     """
 
     requires = frozenset({"index"})
@@ -135,26 +151,75 @@ class CRD(PooledRelationDistiller):
         weight: float = 0.8,
         ce_weight: float = 1.0,
         num_data: int = 0,
+        negatives: str = "class",
+        train_labels: Sequence[int] | None = None,
     ) -> None:
         super().__init__(student, teacher)
         if num_data < 2:
             raise ActdistillError(f"crd needs num_data (the training-set size, at least 2), got {num_data}")
+        if negatives not in NEGATIVES:
+            raise ActdistillError(f"crd: negatives must be one of {', '.join(NEGATIVES)}, got {negatives!r}")
         self.nce_k, self.nce_t, self.nce_momentum = int(nce_k), float(nce_t), float(nce_momentum)
         self.weight, self.ce_weight, self.num_data = float(weight), float(ce_weight), int(num_data)
+        self.negatives_mode = negatives
+        if negatives == "class" and train_labels is None:
+            warnings.warn(
+                "crd: negatives='class' needs train_labels (the training labels by dataset index); none were "
+                "given, so negatives are drawn uniformly from all other samples (negatives='uniform')",
+                stacklevel=2,
+            )
+            self.negatives_mode = "uniform"
+        # Sampling tables (not buffers: derived from the labels, never checkpointed): dataset indices in class order
+        # and, per index, where its class's block starts and how long it is in that order.
+        if self.negatives_mode == "class":
+            labels = torch.as_tensor(np.asarray(train_labels), dtype=torch.long).reshape(-1)
+            if labels.numel() != self.num_data:
+                raise ActdistillError(
+                    f"crd: train_labels has {labels.numel()} entries but num_data is {self.num_data}; pass the "
+                    "training set's label of every dataset index"
+                )
+            _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+            if counts.numel() < 2:
+                raise ActdistillError("crd: negatives='class' needs at least two classes in train_labels")
+            self._order = torch.argsort(inverse, stable=True)
+            first = torch.cumsum(counts, 0) - counts
+            self._block_start, self._block_len = first[inverse], counts[inverse]
+        else:
+            self._order = torch.arange(self.num_data)
+            self._block_start = torch.arange(self.num_data)
+            self._block_len = torch.ones(self.num_data, dtype=torch.long)
         self.tap_s, self.tap_t = self._taps(student_layer, teacher_layer)
         (shape_s,), (shape_t,) = probe_shapes(student, [self.tap_s]), probe_shapes(teacher, [self.tap_t])
         self.embed_s = nn.Linear(channels_of(shape_s), feat_dim)
         self.embed_t = nn.Linear(channels_of(shape_t), feat_dim)
         self.memory = ContrastMemory(self.num_data, feat_dim)
 
-    def negatives(self, index: Tensor) -> Tensor:
-        """`(B, K)` indices of other samples (never the positive `index[b]`)."""
+    def draw_negatives(self, index: Tensor) -> Tensor:
+        """`(B, K)` dataset indices of negatives for the samples `index` `(B,)` (see the class docstring).
+
+        Every row avoids a block of the class-sorted order — the sample's class (`"class"`), or the sample itself
+        (`"uniform"`): positions are drawn in `[0, N − block)` and shifted past the block.
+        """
+        device = index.device
+        if self._order.device != device:
+            self._order, self._block_start, self._block_len = (
+                t.to(device) for t in (self._order, self._block_start, self._block_len)
+            )
         b, n, k = index.shape[0], self.num_data, self.nce_k
-        if k <= n - 1 and b * (n - 1) <= 2**22:
-            draw = torch.rand(b, n - 1, device=index.device).topk(k, dim=1).indices
-        else:
-            draw = torch.randint(0, n - 1, (b, k), device=index.device)
-        return draw + (draw >= index[:, None]).long()  # skip over the positive
+        start, length = self._block_start[index], self._block_len[index]
+        room = n - length  # (B,) how many candidates each row has
+        distinct = (k <= room) & (b * n <= 2**22)
+        pos = torch.empty(b, k, dtype=torch.long, device=device)
+        if bool(distinct.any()):
+            width = int(room[distinct].max())
+            keys = torch.rand(int(distinct.sum()), width, device=device)
+            keys.masked_fill_(torch.arange(width, device=device) >= room[distinct, None], -1.0)
+            pos[distinct] = keys.topk(k, dim=1).indices
+        if not bool(distinct.all()):
+            rows = room[~distinct, None]  # with replacement: uniform in [0, room) (modulo bias < N/2⁶²)
+            pos[~distinct] = torch.randint(0, 2**62, (rows.shape[0], k), device=device) % rows
+        pos = pos + length[:, None] * (pos >= start[:, None]).long()  # skip over the excluded block
+        return self._order[pos]
 
     def _scores(self, bank: Tensor, index: Tensor, emb: Tensor, z: Tensor) -> Tensor:
         scores = torch.exp(torch.bmm(bank[index], emb.unsqueeze(2)).squeeze(2) / self.nce_t)
@@ -169,7 +234,7 @@ class CRD(PooledRelationDistiller):
         if int(index.min()) < 0 or int(index.max()) >= self.num_data:
             raise ActdistillError(f"crd: batch index {int(index.max())} outside num_data={self.num_data}")
         run_s, pooled_t = self._student_run_and_pooled_teacher(batch)
-        idx = torch.cat([index[:, None], self.negatives(index)], dim=1)
+        idx = torch.cat([index[:, None], self.draw_negatives(index)], dim=1)
         with torch.autocast(device_type=index.device.type, enabled=False):
             emb_s = F.normalize(self.embed_s(global_pool(run_s.get(self.tap_s)).float()), dim=1)
             emb_t = F.normalize(self.embed_t(pooled_t.float()), dim=1)

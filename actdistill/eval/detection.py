@@ -6,7 +6,9 @@ does, and how they differ, is in docs/detection_eval.md; in short:
 
 * `"activitynet"` — ActivityNet `Evaluation/eval_detection.py`: per class, predictions in descending score order
   each take the unmatched ground truth of the same video with the highest tIoU ≥ threshold; AP is the all-point
-  interpolated area (VOC 2010+). `Ambiguous` ground truth is dropped, so detections on it are false positives.
+  interpolated area (VOC 2010+). Equal scores and equal tIoUs are ordered as the reference orders them (numpy's
+  default `argsort`, reversed: for small arrays the later index first). `Ambiguous` ground truth is dropped, so
+  detections on it are false positives.
 * `"thumos14"` — the official THUMOS14 kit (`TH14evaldet.m` / `TH14eventdetpr.m`): per video, each ground truth in
   annotation order takes the still-free detection with the largest overlap if that overlap is *strictly* above
   the threshold; unmatched detections that overlap an `Ambiguous` segment of the video are dropped (neither TP
@@ -130,7 +132,9 @@ def _activitynet_class_ap(gt: list[dict], preds: list[dict], thresholds: Sequenc
         for video, ids in index_by_video.items()
     }
     scores = np.asarray([p["score"] for p in preds], dtype=np.float64)
-    order = np.argsort(-scores, kind="stable")
+    # ActivityNet's `score.argsort()[::-1]`: numpy's default (unstable) sort, reversed. Calling exactly that on the
+    # same array reproduces the reference's order of equal scores, whatever numpy and CPU sort them with.
+    order = np.argsort(scores)[::-1]
     tp = np.zeros((len(thresholds), len(preds)))
     locked = np.zeros((len(thresholds), n_gt), dtype=bool)
     for rank, pi in enumerate(order):
@@ -143,7 +147,7 @@ def _activitynet_class_ap(gt: list[dict], preds: list[dict], thresholds: Sequenc
         union = (pred["end"] - pred["start"]) + (segs[:, 1] - segs[:, 0]) - inter
         with np.errstate(divide="ignore", invalid="ignore"):
             tiou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-        by_tiou = np.argsort(-tiou, kind="stable")
+        by_tiou = np.argsort(tiou)[::-1]  # ActivityNet's `tiou_arr.argsort()[::-1]`, ties included
         for t, thr in enumerate(thresholds):
             for j in by_tiou:
                 if tiou[j] < thr:

@@ -60,6 +60,10 @@ def tuple_starts(
     return [s + i * stride for i in range(tuple_len)]
 
 
+REMOTE_RULES = ("both_sides", "either_side")
+"""`remote_clip_start` rules: PCL's released code (`both_sides`, default) and the looser rule (`either_side`)."""
+
+
 def remote_clip_start(
     num_frames: int,
     tuple_start: int,
