@@ -342,15 +342,10 @@ def _add_analysis(sub: Any) -> None:
         description="A per-frame model is at chance within each motion-only pair of the synthetic video set; the "
         "2-way accuracy on those pairs measures what a model learned about motion.",
     )
-    add_motion_pairs_arguments(p)
-    _handler(p, "actdistill.analysis.motion_pairs:cmd_motion_pairs")
-
-
-def add_motion_pairs_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments of `motion-pairs` (shared with `python -m actdistill.analysis.motion_pairs`)."""
     p.add_argument("runs", nargs="+", help="run folders (or checkpoint files); section.key=value items are overrides")
     p.add_argument("--checkpoint", default="last", choices=["last", "best"], help="which checkpoint (default: last)")
     p.add_argument("--json", help="also write the results as JSON here")
+    _handler(p, "actdistill.analysis.motion_pairs:cmd_motion_pairs")
 
 
 def _add_deploy(sub: Any) -> None:

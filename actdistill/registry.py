@@ -192,6 +192,12 @@ def read_catalog() -> dict[str, Any]:
     return json.loads(CATALOG.read_text())
 
 
+def write_catalog() -> None:
+    """Regenerate `catalog.json` from the live registries."""
+    CATALOG.write_text(json.dumps(build_catalog(), indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+
+
 if __name__ == "__main__":  # python -m actdistill.registry: regenerate catalog.json after registering something
-    CATALOG.write_text(json.dumps(build_catalog(), indent=1, sort_keys=True) + "\n")
+    # The providers register into `actdistill.registry`, not into this `__main__` copy of the module.
+    importlib.import_module("actdistill.registry").write_catalog()
     print(f"wrote {CATALOG}")

@@ -7,8 +7,6 @@ import math
 
 import pytest
 import torch
-
-from actdistill.detect.detector import build_detector
 from actdistill.detect.distill import (
     AttentionKD,
     DetectionTask,
@@ -18,6 +16,8 @@ from actdistill.detect.distill import (
     binary_kd_loss,
     build_method,
 )
+
+from actdistill.detect.detector import build_detector
 from actdistill.errors import ActdistillError
 
 torch.set_num_threads(1)

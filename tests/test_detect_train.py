@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
+from actdistill.detect.train import evaluate_checkpoint, load_detector, load_recipe, train_detection
 
 from actdistill.cli import main
 from actdistill.detect.features import extract_features, load_backbone
 from actdistill.detect.synthetic import write_synthetic_detection
-from actdistill.detect.train import evaluate_checkpoint, load_detector, load_recipe, train_detection
 from actdistill.errors import ActdistillError
 from actdistill.eval.detection import THUMOS14_TIOU_THRESHOLDS
 from actdistill.utils.checkpoint import load_checkpoint

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from timm.layers import Attention
 from torch import nn
 
-from actdistill.utils.flops import FlopCount, count
 from actdistill.models import count_parameters, create_model
 from actdistill.registry import MODELS
+from actdistill.utils.flops import FlopCount, count
 
 BOTH = [False, True]
 

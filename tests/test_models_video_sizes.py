@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from actdistill.utils.flops import count
 from actdistill.models.video_zoo import VIDEO_MODELS
 from actdistill.registry import MODELS
+from actdistill.utils.flops import count
 
 # name → (exact parameter count at 101 classes, measured GMACs, input). GMACs = FlopCounterMode FLOPs / 2.
 SIZES = {

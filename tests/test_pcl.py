@@ -133,6 +133,7 @@ def test_remote_clip_side_and_distance() -> None:
 
 def test_tuple_dataset_uses_pcls_remote_rule(monkeypatch) -> None:
     import actdistill.ssl.train as train_mod
+
     from actdistill.data.manifest import VideoRecord
 
     def fake_frames(path, indices):

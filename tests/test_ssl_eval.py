@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from actdistill.ssl.train import PCLTupleDataset, _records
 
 from actdistill.data.synthetic_video import write_synthetic_ucf101
 from actdistill.data.video_transforms import VideoCompose
@@ -21,7 +22,6 @@ from actdistill.ssl.evaluate import (
     linear_probe,
     retrieval_topk,
 )
-from actdistill.ssl.train import PCLTupleDataset, _records
 
 # --- augmentation (PCL's train_vcp_contrast.py) -----------------------------------------------------------------------
 

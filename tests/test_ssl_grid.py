@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from actdistill.ssl.grid import GridRun, add_cli, load_grid, plan_runs, run_grid, select_runs
 
 from actdistill.errors import ActdistillError
 from actdistill.ssl import grid
-from actdistill.ssl.grid import GridRun, add_cli, load_grid, plan_runs, run_grid, select_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 

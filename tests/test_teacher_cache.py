@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from actdistill.engine.cache_build import build_teacher_cache
 from conftest import TINY_RUN
 
 import actdistill.engine.fit as fit_module
@@ -19,7 +20,6 @@ from actdistill.distill.cache import (
     restore_logits,
     view_fingerprint,
 )
-from actdistill.engine.cache_build import build_teacher_cache
 from actdistill.engine.fit import teacher_for_student
 from actdistill.errors import ActdistillError
 from actdistill.models import create_model

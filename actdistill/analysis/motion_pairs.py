@@ -5,14 +5,13 @@ the 2-way accuracy "argmax over the pair's two logits, on the test clips of thos
 model learned about motion. Runs do not save per-sample logits, so `run_motion_pairs` rebuilds the model from a
 run's checkpoint and predicts the test split again (the same transform and clip as `actdistill eval`).
 
-    python -m actdistill.analysis.motion_pairs RUN_DIR [RUN_DIR ...] [--checkpoint last|best] [data.root=...]
+    actdistill motion-pairs RUN_DIR [RUN_DIR ...] [--checkpoint last|best] [data.root=...]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from actdistill.cli import add_motion_pairs_arguments
 from actdistill.data.synthetic_video import MOTION_PAIRS
 from actdistill.errors import ActdistillError
 
@@ -133,20 +131,3 @@ def cmd_motion_pairs(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m actdistill.analysis.motion_pairs RUN_DIR ...`."""
-    parser = argparse.ArgumentParser(prog="python -m actdistill.analysis.motion_pairs", description=__doc__)
-    add_motion_pairs_arguments(parser)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    try:
-        return cmd_motion_pairs(args)
-    except ActdistillError as exc:
-        print(f"motion_pairs: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

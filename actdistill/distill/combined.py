@@ -16,7 +16,7 @@ from actdistill.distill.feature import AttentionTaps, FeatureDistiller, LayerSpe
 from actdistill.distill.functional import kd_loss
 from actdistill.distill.logit import class_logits
 from actdistill.distill.taps import run_model, shared_forward
-from actdistill.errors import ActdistillError, suggest
+from actdistill.errors import ActdistillError
 from actdistill.registry import METHODS, register_method
 
 
@@ -29,13 +29,7 @@ def _sub_method(cfg: Any, i: int) -> tuple[str, type[Distiller], dict[str, Any],
     cls = METHODS.get(name)
     if issubclass(cls, Combo):
         raise ActdistillError(f"combo.methods[{i}]: a combo cannot contain another combo; list its methods directly")
-    allowed = {p.name for p in inspect.signature(cls.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY}
-    for key in params:
-        if key not in allowed:
-            raise ActdistillError(
-                f"combo.methods[{i}] ({name}) has no hyper-parameter '{key}'.{suggest(key, allowed)} "
-                f"Its hyper-parameters: {', '.join(sorted(allowed)) or 'none'}."
-            )
+    METHODS.check_params(name, params, f"combo.methods[{i}]")
     return name, cls, params, weight
 
 
@@ -68,6 +62,7 @@ class Combo(Distiller):
         methods: Sequence[Mapping[str, Any]] = (),
         ce_weight: float | None = None,
         num_data: int = 0,
+        train_labels: Sequence[int] | None = None,
     ) -> None:
         super().__init__(student, teacher)
         if not methods:
@@ -77,8 +72,11 @@ class Combo(Distiller):
         subs, self.prefixes, self.weights = [], [], []
         for i, cfg in enumerate(methods):
             name, cls, params, weight = _sub_method(cfg, i)
-            if "num_data" in inspect.signature(cls.__init__).parameters and not params.get("num_data"):
+            accepted = inspect.signature(cls.__init__).parameters
+            if "num_data" in accepted and not params.get("num_data"):
                 params["num_data"] = num_data
+            if "train_labels" in accepted and params.get("train_labels") is None:
+                params["train_labels"] = train_labels
             sub = cls(student, teacher, **params)
             if len(sub.stages()) > 1:
                 raise ActdistillError(f"combo.methods[{i}] ({name}) has several training stages; run it on its own")

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from actdistill.distill.base import Batch, Distiller, StepOutput, make_output
 from actdistill.distill.functional import ctkd_lambda, ctkd_temperature, dist_parts, dkd_parts, kd_loss
 from actdistill.distill.taps import ModelRun, run_model
+from actdistill.errors import ActdistillError
 from actdistill.registry import register_method
 
 
@@ -65,7 +66,7 @@ class KD(Distiller):
     ) -> None:
         super().__init__(student, teacher)
         if temperature <= 0:
-            raise ValueError(f"kd: temperature must be > 0, got {temperature}")
+            raise ActdistillError(f"kd: temperature must be > 0, got {temperature}")
         self.temperature, self.alpha = float(temperature), float(alpha)
 
     def forward(self, batch: Batch) -> StepOutput:

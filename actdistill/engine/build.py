@@ -80,9 +80,29 @@ def method_params(method_cfg: dict[str, Any], where: str = "") -> tuple[type[Dis
     return METHODS.get(name), params
 
 
+# Hyper-parameter names whose values have an obvious valid range, whatever the method.
+_POSITIVE = ("temperature", "kd_temperature", "t_start", "t_end", "tau")
+_FRACTIONS = ("alpha",)
+
+
+def check_method_values(name: str, params: dict[str, Any], where: str = "") -> None:
+    """Ranges every method shares by name: temperatures > 0, weights ≥ 0, KD's α in [0, 1] (one error line)."""
+    prefix = f"{where + ': ' if where else ''}method.{{}} of '{name}'"
+    for key, value in params.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        if key in _POSITIVE and not value > 0:
+            raise ActdistillError(f"{prefix.format(key)} must be > 0; got {value}")
+        if (key.endswith("weight") or key in ("beta", "gamma")) and value < 0:
+            raise ActdistillError(f"{prefix.format(key)} must be ≥ 0; got {value}")
+        if key in _FRACTIONS and name in ("kd", "pcl_kd") and not 0 <= value <= 1:
+            raise ActdistillError(f"{prefix.format(key)} must be in [0, 1]; got {value}")
+
+
 def check_method(method_cfg: dict[str, Any], task: Task, where: str = "") -> type[Distiller]:
-    """The method exists, its hyper-parameters are its own, and it is a method of the run's task."""
-    cls, _ = method_params(method_cfg, where)
+    """The method exists, its hyper-parameters are its own and in range, and it is a method of the run's task."""
+    cls, params = method_params(method_cfg, where)
+    check_method_values(str(method_cfg.get("name", "vanilla")), params, where)
     name = str(method_cfg.get("name", "vanilla"))
     method_task = METHODS.meta(name).get("task", "classification")
     if method_task != task.name:
@@ -112,7 +132,10 @@ def build_method(
         params["train_labels"] = train_targets
     if cls.uses_teacher and teacher is None:
         raise ActdistillError(f"method '{method_cfg.get('name')}' needs a teacher: set teacher.checkpoint (or name)")
-    return cls(student, teacher, **params)
+    try:
+        return cls(student, teacher, **params)
+    except (ValueError, TypeError) as exc:  # a method's own check of its settings: one line, not a traceback
+        raise ActdistillError(f"method '{method_cfg.get('name')}': {str(exc).splitlines()[0]}") from None
 
 
 # --- models --------------------------------------------------------------------------------------------------------

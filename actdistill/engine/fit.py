@@ -6,6 +6,7 @@ Every task trains here (classification, paper 3's PCL, temporal detection). Unde
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import shutil
@@ -95,6 +96,13 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
         seed_everything(cfg.train.seed)
         run = build_run(cfg, task, ctx, device, folder)
         return train(run, resume=resume)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT):
+            raise
+        raise ActdistillError(
+            f"could not write {exc.filename or cfg.train.out_dir}: {exc.strerror}; free space there or choose a "
+            "writable train.out_dir (continue with --resume once fixed)"
+        ) from None
     except dist.DistBackendError as exc:
         raise ActdistillError(
             f"rank {ctx.rank}: a collective failed or waited longer than train.dist_timeout_s="

@@ -114,9 +114,10 @@ def _carve_val(cfg: Config, train: Dataset, val_source: Callable[[], Dataset]) -
 
 def check_class_coverage(cfg: Config, targets: list[int] | None, classes: list[str]) -> None:
     """Every class has a training sample, unless `data.allow_empty_classes` (then a warning)."""
-    if targets is None:
+    if not targets:  # no targets known, or an empty split (reported by the engine with its own message)
         return
-    empty = [c for i, c in enumerate(classes) if i not in set(targets)]
+    present = set(targets)
+    empty = [c for i, c in enumerate(classes) if i not in present]
     if not empty:
         return
     msg = (

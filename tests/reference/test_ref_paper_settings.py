@@ -19,11 +19,11 @@ from torch import nn
 
 import actdistill.distill  # noqa: F401  (registers the methods)
 import actdistill.models  # noqa: F401  (registers the models)
-from actdistill.analysis.flops import count
 from actdistill.distill.feature import AT
 from actdistill.distill.generative import CVAE, AttentionModule, Generative, attention_weighted_feature
 from actdistill.distill.logit import KD
 from actdistill.registry import MODELS
+from actdistill.utils.flops import count
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "image"
 # Paper 1 Table I rows → timm names (the exact parameter counts identify them).
