@@ -32,6 +32,9 @@ BATCH_KEYS: dict[str, BatchKey] = {
     "input_flow": BatchKey("(B, 2, T, H, W): optical flow of the same clip (two-stream evaluation)", "video rgb+flow"),
     "teacher_logits": BatchKey("(B, K) float: the teacher's logits for this exact view", "teacher cache"),
     "teacher_pooled": BatchKey("(B, C) float: the teacher's pooled feature of the cached layer", "teacher cache"),
+    "teacher_maps": BatchKey(
+        "{tap: (B, C, ...) float}: the teacher feature maps a feature method reads", "teacher cache"
+    ),
     "mask": BatchKey("(B, T) bool: valid (unpadded) feature steps", "detection"),
     "segments": BatchKey("list of B (N_b, 2) float: ground-truth segments on the feature grid", "detection"),
     "labels": BatchKey("list of B (N_b,) int64: classes of those segments", "detection"),
@@ -45,7 +48,7 @@ TASK_KEYS: dict[str, frozenset[str]] = {
     "pcl": frozenset({"input", "label", "index", "skipped"}),
     "detection": frozenset({"input", "index", "mask", "segments", "labels", "video", "offset", "skipped"}),
 }
-CACHE_KEYS = frozenset({"teacher_logits", "teacher_pooled"})
+CACHE_KEYS = frozenset({"teacher_logits", "teacher_pooled", "teacher_maps"})
 
 
 def missing_keys(required: frozenset[str] | set[str], provided: frozenset[str] | set[str]) -> list[str]:

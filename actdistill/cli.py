@@ -171,7 +171,7 @@ def cmd_cache_build(args: argparse.Namespace) -> int:
         raise ActdistillError("cache build: give --out PATH (or set teacher.cache in the recipe)")
     path = build_teacher_cache(
         cfg, out, epochs=args.epochs, topk=args.topk, batch_size=args.batch_size, features=args.features,
-        overwrite=args.overwrite,
+        maps_dtype=args.maps_dtype, overwrite=args.overwrite,
     )  # fmt: skip
     print(f"wrote {path}; train with the same recipe and overrides plus teacher.cache={path}")
     return 0
@@ -420,6 +420,10 @@ def _add_apps(sub: Any) -> None:
     b.add_argument("--topk", type=int, default=0, help="logits kept per view; 0 = all classes, exact (default: 0)")
     b.add_argument("--batch-size", type=int, default=0, help="teacher batch (default: data.batch_size)")
     b.add_argument("--features", help="also store this teacher layer's pooled output, e.g. -1 (for rkd, crd)")
+    b.add_argument(
+        "--maps-dtype", default="float16", choices=["float16", "int8"],
+        help="storage of the teacher maps a feature method reads: float16 (default) or int8 + per-channel scales",
+    )  # fmt: skip
     b.add_argument("--overwrite", action="store_true", help="replace an existing cache at --out")
     _handler(b, "actdistill.cli:cmd_cache_build")
     i = csub.add_parser("info", help="print a cache's settings and size (and verify its files)")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 
 from actdistill.analysis import bench as bench_mod
+from actdistill.cli import main, parse
 
 
 def test_bench_tiny_models_returns_documented_keys():
@@ -31,24 +31,21 @@ def test_bench_tiny_models_returns_documented_keys():
 def test_bench_cli_onnx_and_json(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    parser = argparse.ArgumentParser()
-    bench_mod.add_cli(parser.add_subparsers())
     out = tmp_path / "bench.json"
-    args = parser.parse_args(
-        ["bench", "--teacher", "pvt_v2_demo", "--student", "pvt_v2_demo", "--size", "32", "--batch", "1,2",
-         "--classes", "3", "--steps", "2", "--warmup", "1", "--no-train", "--json", str(out)]
-    )  # fmt: skip
-    assert args.func(args) == 0
+    argv = ["bench", "--teacher", "pvt_v2_demo", "--student", "pvt_v2_demo", "--size", "32", "--batch", "1,2",
+            "--classes", "3", "--steps", "2", "--warmup", "1", "--no-train", "--json", str(out)]  # fmt: skip
+    args = parse(argv)
+    assert args.handler == "actdistill.analysis.bench:cmd_bench" and args.batch == [1, 2]
+    assert main(argv) == 0
     res = json.loads(out.read_text())
     assert res["inference"]["onnx"]["student"]["2"]["throughput"] > 0
     assert "onnx" in capsys.readouterr().out
 
 
 def test_bench_rejects_bad_batches():
-    parser = argparse.ArgumentParser()
-    bench_mod.add_cli(parser.add_subparsers())
-    with pytest.raises(SystemExit):
-        parser.parse_args(["bench", "--teacher", "a", "--student", "b", "--batch", "1,x"])
+    for bad in ("1,x", "0,2", ""):
+        with pytest.raises(SystemExit):
+            parse(["bench", "--teacher", "a", "--student", "b", "--batch", bad])
 
 
 @pytest.mark.skipif(not __import__("os").path.exists("/proc/self/clear_refs"), reason="Linux peak-RSS reset")

@@ -4,7 +4,7 @@ import json
 import statistics
 from pathlib import Path
 
-import actdistill.engine.compare as compare_mod
+import actdistill.apps.compare as compare_mod
 import pytest
 import yaml
 from conftest import TINY_RUN
@@ -60,14 +60,14 @@ def test_compare_reuses_finished_runs(tiny_stanford40, tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr("actdistill.engine.fit.fit", no_training)
+    monkeypatch.setattr(compare_mod, "fit", no_training)
     assert compare_mod.compare(spec).exists()
 
 
 def test_every_run_is_checked_before_training(tiny_stanford40, tmp_path, monkeypatch):
     bad = [{"method": {"name": "vanilla"}}, {"method": {"name": "kd", "temprature": 4}}]
     spec = compare_mod.load_comparison(_spec_file(tmp_path, tiny_stanford40, methods=bad))
-    monkeypatch.setattr("actdistill.engine.fit.fit", lambda *a, **k: pytest.fail("trained before checking"))
+    monkeypatch.setattr(compare_mod, "fit", lambda *a, **k: pytest.fail("trained before checking"))
     with pytest.raises(ActdistillError, match="no hyper-parameter 'temprature'.*temperature"):
         compare_mod.compare(spec)
     with pytest.raises(ActdistillError, match="unknown keys \\['method'\\]"):

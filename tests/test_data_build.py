@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from actdistill.data.build import SeededView, _limit
+from actdistill.data.build import SeededView, limit
 from actdistill.data.collate import collate_skip_broken
 
 
@@ -50,6 +50,6 @@ def test_global_rng_untouched_by_sampling():
 
 
 def test_limit_spreads_over_the_dataset():
-    subset = _limit(RandomViews(), 3)
+    subset = limit(RandomViews(), 3)
     assert list(subset.indices) == [0, 2, 4]
-    assert _limit(RandomViews(), 0) is not subset and len(_limit(RandomViews(), 0)) == 6
+    assert limit(RandomViews(), 0) is not subset and len(limit(RandomViews(), 0)) == 6

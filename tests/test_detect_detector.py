@@ -8,10 +8,7 @@ import pytest
 import torch
 
 from actdistill.detect.detector import (
-    DetectorConfig,
-    TemporalDetector,
     assign_targets,
-    build_detector,
     decode_segments,
     detection_losses,
     diou_loss_1d,
@@ -19,6 +16,7 @@ from actdistill.detect.detector import (
     nms_1d,
 )
 from actdistill.errors import ActdistillError
+from actdistill.models.temporal_detector import DetectorConfig, TemporalDetector, build_detector
 
 torch.set_num_threads(1)
 

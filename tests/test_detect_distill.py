@@ -7,18 +7,33 @@ import math
 
 import pytest
 import torch
-from actdistill.detect.distill import (
+
+from actdistill.detect.methods import (
     AttentionKD,
     DetectionTask,
     FeatureKD,
     LogitKD,
     _masked_mse,
     binary_kd_loss,
-    build_method,
 )
-
-from actdistill.detect.detector import build_detector
+from actdistill.engine.build import build_method as build_registered
 from actdistill.errors import ActdistillError
+from actdistill.models.temporal_detector import build_detector
+
+# The detection methods' registry names (the old short names of detect.distill, now `task: detection` methods).
+NAMES = {
+    "vanilla": "detection",
+    "logit_kd": "detection_kd",
+    "feature_kd": "detection_feature_kd",
+    "attention_kd": "detection_attention_kd",
+    "generative_kd": "detection_generative_kd",
+    "generative_teacher": "detection_generative_teacher",
+}
+
+
+def build_method(name, student, teacher, **hparams):
+    """A detection method by its short name, through the engine's `build_method` (registry, checked params)."""
+    return build_registered({"name": NAMES.get(name, name), **hparams}, student, teacher)
 
 torch.set_num_threads(1)
 
@@ -114,14 +129,12 @@ def test_methods_check_their_inputs():
         build_method("logit_kd", student, None)
     with pytest.raises(ActdistillError, match="attention heads"):
         AttentionKD(student, teacher)
-    with pytest.raises(ActdistillError, match="unknown detection method"):
+    with pytest.raises(ActdistillError, match="unknown method 'nope'"):
         build_method("nope", student, None)
     assert isinstance(build_method("vanilla", student, None), DetectionTask)
 
 
 def test_unknown_detection_hyper_parameter_is_refused():
-    from actdistill.detect.distill import build_method
-
     student, teacher = build_detector("small", 8, 3), build_detector("small", 8, 3)
     with pytest.raises(ActdistillError, match="no hyper-parameter 'temprature'.*temperature"):
         build_method("logit_kd", student, teacher, temprature=2.0)
@@ -204,14 +217,15 @@ def test_generative_kd_loads_a_prepared_teacher_cvae_and_feeds_it_the_student_fe
 
 
 def test_cvae_parts_and_recon_ramp_against_hand_computation():
-    from actdistill.detect.distill import CVAE1d, cvae_parts
+    from actdistill.detect.methods import CVAE1d
 
     torch.manual_seed(0)
-    cvae = CVAE1d(2)
+    holder, _ = _gen_method(kl_weight=0.1)  # `GenerativeStages.cvae_terms`: eq. 5 on masked (B, C, T) maps
+    cvae = holder.cvae = CVAE1d(2)
     feature, attention = torch.rand(2, 2, 3), torch.rand(2, 2, 3)
     mask = torch.tensor([[True, True, True], [True, False, False]])
     torch.manual_seed(1)
-    _, parts = cvae_parts(cvae, feature, attention, mask, kl_weight=0.1)
+    _, parts = holder.cvae_terms(feature, attention, mask)
     torch.manual_seed(1)
     recon, mu, logvar = cvae(feature, attention)
     sq, kl, n = 0.0, 0.0, 0
@@ -224,11 +238,15 @@ def test_cvae_parts_and_recon_ramp_against_hand_computation():
     assert parts["cvae_mse"].item() == pytest.approx(sq / n, rel=1e-5)
     assert parts["cvae_kld"].item() == pytest.approx(0.1 * kl / n, rel=1e-5)
     method, _ = _gen_method()
+    batch = _batch()
     for epoch, weight in [(1, 1 / 40), (10, 0.25), (20, 0.5), (45, 0.5)]:
         method.on_epoch(epoch)
-        assert method.recon_weight_now == pytest.approx(weight)
+        out = method.stages()[1].forward(batch)
+        assert out.metrics["recon_weight"] == pytest.approx(weight)
+        assert out.parts["recon"].item() == pytest.approx(weight * out.metrics["recon_raw"].item(), rel=1e-5)
     paper, _ = _gen_method(recon_weight_mode="paper")
-    assert paper.recon_weight_now == 1.0
+    paper.on_epoch(3)
+    assert paper.stages()[1].forward(batch).metrics["recon_weight"] == 1.0
 
 
 def test_generative_kd_switches_and_checks():

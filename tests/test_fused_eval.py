@@ -42,8 +42,10 @@ def two_stream_runs(tmp_path_factory):
         f"data.flow_root={flow_root}",
         "student.kwargs={channel_scale: 0.125, in_channels: 2}",
     ]
-    assert main(["train", *common, *flow, f"train.out_dir={tmp / 'flow'}"]) == 0
-    return tmp / "rgb" / "checkpoints" / "last.pt", tmp / "flow" / "checkpoints" / "last.pt", root, flow_root
+    # The flow run gets its own folder: the flow frames' folder is data, never a run folder.
+    assert main(["train", *common, *flow, f"train.out_dir={tmp / 'flow_run'}"]) == 0
+    assert not (flow_root / "checkpoints").exists()
+    return tmp / "rgb" / "checkpoints" / "last.pt", tmp / "flow_run" / "checkpoints" / "last.pt", root, flow_root
 
 
 def _by_hand(rgb_ckpt, flow_ckpt, root, flow_root, fuse):

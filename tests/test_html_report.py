@@ -105,16 +105,12 @@ def test_missing_results_is_user_error(tmp_path: Path) -> None:
         write_report([tmp_path / "nope"], tmp_path / "r")
 
 
-def test_add_cli_registers_report(run_dirs: list[Path], tmp_path: Path) -> None:
-    import argparse
+def test_cli_registers_report_and_analyze(run_dirs: list[Path], tmp_path: Path) -> None:
+    from actdistill.cli import main, parse
 
-    from actdistill.analysis import analyze, html_report
-
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command", required=True)
-    html_report.add_cli(sub)
-    analyze.add_cli(sub)
-    args = parser.parse_args(["report", *map(str, run_dirs), "--out", str(tmp_path / "cli")])
-    assert args.func(args) == 0 and (tmp_path / "cli" / "report.html").is_file()
-    args = parser.parse_args(["analyze", "--teacher", "t.pt", "--student", "a.pt", "--student", "b.pt", "--out", "o"])
+    argv = ["report", *map(str, run_dirs), "--out", str(tmp_path / "cli")]
+    assert parse(argv).handler == "actdistill.analysis.html_report:cmd_report"
+    assert main(argv) == 0 and (tmp_path / "cli" / "report.html").is_file()
+    args = parse(["analyze", "--teacher", "t.pt", "--student", "a.pt", "--student", "b.pt", "--out", "o"])
+    assert args.handler == "actdistill.analysis.analyze:cmd_analyze"
     assert args.student == ["a.pt", "b.pt"] and args.max_samples == 512 and args.data == []

@@ -109,9 +109,49 @@ def test_dataset_items_and_transform(tree):
     assert batch["label"].tolist() == ds_t.targets[:3] and batch["skipped"] == 0
 
 
-def test_init_never_opens_images(copy):
+def test_init_never_opens_images(copy, monkeypatch):
+    """Init only lists (and stats) the images: files of garbage bytes are accepted, nothing is opened or decoded."""
+    import builtins
+
+    import PIL.Image
+
+    import actdistill.data.stanford40 as s40
+
+    for jpg in (copy / "JPEGImages").iterdir():
+        jpg.write_bytes(b"not a jpeg at all" * 3)
+    images = str(copy / "JPEGImages")
+    real_open = builtins.open
+    opened = []
+
+    def no_image_open(file, *args, **kwargs):
+        if str(file).startswith(images):
+            opened.append(file)
+        return real_open(file, *args, **kwargs)
+
+    def never(*args, **kwargs):
+        raise AssertionError("Stanford40.__init__ decoded an image")
+
+    monkeypatch.setattr(builtins, "open", no_image_open)
+    monkeypatch.setattr(PIL.Image, "open", never)
+    monkeypatch.setattr(s40, "load_image", never)
+    ds = Stanford40(copy, "train")
+    assert len(ds) == N_CLS * N_TRAIN and not opened
+    monkeypatch.undo()
+    assert ds[0] is None  # reading the garbage is what fails, and only then (skipped with a warning)
+
+
+def test_missing_images_are_dropped_at_init_with_a_warning(copy, caplog):
+    ds = Stanford40(copy, "train")
+    gone = ds.samples[1][0]
+    (copy / "JPEGImages" / gone).unlink()
+    with caplog.at_level(logging.WARNING, logger="actdistill"):
+        fewer = Stanford40(copy, "train")
+    assert len(fewer) == len(ds) - 1 and gone not in [name for name, _ in fewer.samples]
+    assert fewer.targets == [label for _, label in fewer.samples]
+    assert "1 of 12 listed images are missing" in caplog.text and gone in caplog.text
     shutil.rmtree(copy / "JPEGImages")
-    assert len(Stanford40(copy, "train")) == N_CLS * N_TRAIN
+    with pytest.raises(ActdistillError, match="none of the 12 images listed"):
+        Stanford40(copy, "train")
 
 
 def test_corrupt_jpeg_is_skipped_with_a_warning(copy, caplog):

@@ -6,10 +6,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from actdistill.engine.cache_build import build_teacher_cache
 from conftest import TINY_RUN
 
+import actdistill.engine.build as build_module
 import actdistill.engine.fit as fit_module
+from actdistill.apps.cache_build import build_teacher_cache
 from actdistill.cli import main
 from actdistill.config import load_config
 from actdistill.data.build import build_datasets, build_transforms
@@ -20,7 +21,7 @@ from actdistill.distill.cache import (
     restore_logits,
     view_fingerprint,
 )
-from actdistill.engine.fit import teacher_for_student
+from actdistill.engine.build import teacher_for_student
 from actdistill.errors import ActdistillError
 from actdistill.models import create_model
 from actdistill.utils.checkpoint import load_checkpoint
@@ -53,14 +54,14 @@ def cache_dir(tiny_stanford40, teacher_ckpt, tmp_path_factory):
 def teacher_forwards(monkeypatch):
     """`{"n": forward calls}` of every teacher `fit` loads in this test (a hook added by a wrapped `load_teacher`)."""
     calls = {"n": 0}
-    load = fit_module.load_teacher
+    load = build_module.load_teacher
 
-    def counting_load(cfg, num_classes):
-        teacher = load(cfg, num_classes)
+    def counting_load(cfg, classes, extra_kwargs):
+        teacher, spec = load(cfg, classes, extra_kwargs)
         teacher.register_forward_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1))
-        return teacher
+        return teacher, spec
 
-    monkeypatch.setattr(fit_module, "load_teacher", counting_load)
+    monkeypatch.setattr(build_module, "load_teacher", counting_load)
     return calls
 
 
@@ -98,8 +99,9 @@ def test_cached_view_reproduces_live_teacher(tiny_stanford40, teacher_ckpt, cach
     cfg = load_config(None, _overrides(tiny_stanford40, teacher_ckpt, "unused"))
     student = create_model(cfg.student.name, 3)
     train_tf, test_tf = build_transforms(cfg.data, student.pretrained_cfg.mean, student.pretrained_cfg.std)
-    view = build_datasets(cfg.data, train_tf, test_tf, seed=cfg.train.seed).train
-    teacher = teacher_for_student(cfg.teacher, student, 3).eval()
+    bundle = build_datasets(cfg.data, train_tf, test_tf, seed=cfg.train.seed)
+    view = bundle.train
+    teacher = teacher_for_student(cfg.teacher, student, list(bundle.classes))[0].eval()
     cached = CachedTeacherView(
         build_datasets(cfg.data, train_tf, test_tf, seed=cfg.train.seed).train, TeacherCache(cache_dir)
     )
@@ -118,7 +120,7 @@ def test_cached_view_reproduces_live_teacher(tiny_stanford40, teacher_ckpt, cach
 
 
 def test_stale_cache_is_refused(tiny_stanford40, teacher_ckpt, cache_dir, tmp_path):
-    base = _overrides(tiny_stanford40, teacher_ckpt, tmp_path, f"teacher.cache={cache_dir}")
+    base = _overrides(tiny_stanford40, teacher_ckpt, tmp_path / "run", f"teacher.cache={cache_dir}")
     with pytest.raises(ActdistillError, match="stale.*image_size.*actdistill cache build"):
         fit_module.fit(load_config(None, [*base, "data.image_size=40"]), overwrite=True)
     with pytest.raises(ActdistillError, match="stale: seed"):
@@ -132,7 +134,7 @@ def test_stale_cache_is_refused(tiny_stanford40, teacher_ckpt, cache_dir, tmp_pa
 
 
 def test_feature_method_and_missing_cache_are_refused(tiny_stanford40, teacher_ckpt, cache_dir, tmp_path):
-    base = _overrides(tiny_stanford40, teacher_ckpt, tmp_path)
+    base = _overrides(tiny_stanford40, teacher_ckpt, tmp_path / "run")
     with pytest.raises(ActdistillError, match="method 'at' taps teacher feature maps"):
         fit_module.fit(load_config(None, [*base, "method.name=at", f"teacher.cache={cache_dir}"]), overwrite=True)
     with pytest.raises(ActdistillError, match="not a complete teacher cache.*actdistill cache build"):

@@ -16,8 +16,16 @@ from torch.utils.data import DataLoader
 
 from actdistill.config import Config, check_values
 from actdistill.data.collate import collate_skip_broken
-from actdistill.distill.cache import TeacherCache, cache_key, estimate_bytes, is_cache, pooled_dim, write_cache
-from actdistill.engine.build import teacher_for_student
+from actdistill.distill.cache import (
+    TeacherCache,
+    cache_key,
+    estimate_bytes,
+    is_cache,
+    map_shapes_of,
+    pooled_dim,
+    write_cache,
+)
+from actdistill.engine.build import build_method, teacher_for_student, teacher_taps
 from actdistill.engine.fit import check_config
 from actdistill.errors import ActdistillError
 from actdistill.models import create_model
@@ -53,6 +61,7 @@ def build_teacher_cache(
     batch_size: int = 0,
     device: str = "",
     features: str | None = None,
+    maps_dtype: str = "float16",
     overwrite: bool = False,
 ) -> Path:
     """Run the recipe's teacher over `epochs` epochs of its training views and write the cache to `out`.
@@ -60,6 +69,8 @@ def build_teacher_cache(
     The views are the ones `actdistill train` with the same recipe draws (same seed, transforms, normalisation and
     validation split), so a run with `teacher.cache=out` replays them without the teacher. `topk=0` stores all
     class logits (exact); `features` (a teacher layer) also stores that layer's globally pooled output (`rkd`, `crd`).
+    The teacher feature maps the recipe's method reads (FitNet, AT, MGD, SimKD, paper 2's attention distillation)
+    are stored too, in `maps_dtype` (float16, or int8 with per-channel scales).
     """
     out = Path(out)
     if epochs < 1:
@@ -72,15 +83,20 @@ def build_teacher_cache(
     extra = task.student_kwargs(cfg)
     student = create_model(cfg.student.name, len(classes), pretrained=False, **{**extra, **cfg.student.kwargs})
     mean, std = student.pretrained_cfg.mean, student.pretrained_cfg.std
-    view = task.build_data(cfg, student).train
+    data = task.build_data(cfg, student)
+    view = data.train
     teacher = teacher_for_student(cfg.teacher, student, classes, extra)[0].to(dev)
-    del student
+    method = build_method(cfg.method, student, teacher, num_data=len(view), train_targets=data.train_targets)  # type: ignore[arg-type]
+    taps = teacher_taps(method)
+    del student, method
     k = len(classes) if topk <= 0 else min(topk, len(classes))
     dim = pooled_dim(teacher, features) if features is not None else 0
-    size = estimate_bytes(epochs, len(view), k, len(classes), dim)  # type: ignore[arg-type]
+    shapes = map_shapes_of(teacher, view, taps, dev) if taps else []
+    size = estimate_bytes(epochs, len(view), k, len(classes), dim, shapes, maps_dtype)  # type: ignore[arg-type]
     print(
         f"cache build: {epochs} epochs × {len(view)} views, top-{k} of {len(classes)} logits"  # type: ignore[arg-type]
         + (f", pooled {dim}-d features of layer {features}" if features is not None else "")
+        + (f", {maps_dtype} teacher maps {[str(t) for t in taps]} {shapes}" if taps else "")
         + f" → about {human_bytes(size)} in {out}",
         flush=True,
     )
@@ -108,6 +124,8 @@ def build_teacher_cache(
         amp_dtype=resolve_precision(cfg.train.precision, dev),
         extra_meta=extra_meta,
         feature_layer=features,
+        map_taps=taps,
+        map_dtype=maps_dtype,
     )
 
 

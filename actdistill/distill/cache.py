@@ -17,6 +17,9 @@ the space is reserved before the first write, so a full disk fails with a messag
   views.npy      (E, N, 4) float32: view fingerprints (`view_fingerprint`)
   pooled.npy     (E, N, C) float16, optional (`--features LAYER`): the teacher's globally pooled feature of that
                  layer, for methods that distil pooled embeddings (`rkd`, `crd`)
+  map_<i>.npy    (E, N, *shape), optional: the teacher feature map of tap i (`meta.json` `maps`) that a feature-map
+                 method reads (FitNet, AT, MGD, SimKD, paper 2's attention distillation), float16, or int8 with
+  scale_<i>.npy  (E, N, C) float16 per-channel scales (`max|x| / 127` per view and channel) with `--maps-dtype int8`
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +42,7 @@ from torch.utils.data import Dataset
 
 from actdistill.distill.adapters import global_pool
 from actdistill.distill.logit import class_logits
-from actdistill.distill.taps import probe_shapes, resolve_tap, run_model
+from actdistill.distill.taps import Tap, probe_shapes, resolve_tap, run_model
 from actdistill.errors import ActdistillError
 from actdistill.utils.runtime import autocast
 
@@ -50,8 +54,9 @@ _FILES = ("meta.json", "logits.npy", "classes.npy", "lse.npy", "views.npy")
 # Data settings that change what a training view looks like (everything else, e.g. batch size, does not).
 _VIEW_KEYS = (
     "name", "image_size", "crop_person", "scale_min", "limit_train", "split", "clip_len", "frame_interval",
-    "modality", "resize", "train_list", "hflip",
+    "modality", "resize", "train_list", "hflip", "val_fraction", "multiscale_offsets",
 )  # fmt: skip
+MAP_DTYPES = ("float16", "int8")
 
 
 def view_fingerprint(x: Tensor) -> Tensor:
@@ -157,6 +162,8 @@ class TeacherCache:
         self.epochs, self.num_samples = int(self.meta["epochs"]), int(self.meta["num_samples"])
         self.num_classes, self.topk = int(self.meta["num_classes"]), int(self.meta["topk"])
         self.feature_layer: str | None = self.meta.get("feature_layer")
+        self.map_taps: list[str] = [m["tap"] for m in self.meta.get("maps", [])]
+        self.map_dtype: str = self.meta.get("map_dtype", "float16")
         self._arrays: dict[str, np.ndarray] | None = None
 
     def _verify_files(self) -> None:
@@ -175,6 +182,8 @@ class TeacherCache:
         """The memory-mapped arrays, opened lazily (each DataLoader worker maps its own)."""
         if self._arrays is None:
             names = ["logits", "classes", "lse", "views"] + (["pooled"] if self.feature_layer is not None else [])
+            names += [f"map_{i}" for i in range(len(self.map_taps))]
+            names += [f"scale_{i}" for i in range(len(self.map_taps)) if self.map_dtype == "int8"]
             self._arrays = {n: np.load(self.path / f"{n}.npy", mmap_mode="r") for n in names}
         return self._arrays
 
@@ -198,6 +207,17 @@ class TeacherCache:
     def pooled(self, epoch: int, index: int) -> Tensor:
         """`(C,)` float32 pooled teacher feature of view (epoch, index) (caches built with `--features`)."""
         return torch.from_numpy(np.array(self.arrays()["pooled"][self.slot(epoch), index], dtype=np.float32))
+
+    def maps(self, epoch: int, index: int) -> dict[str, Tensor]:
+        """`{tap: (C, ...) float32}` teacher feature maps of view (epoch, index) (dequantised from int8)."""
+        a, s, out = self.arrays(), self.slot(epoch), {}
+        for i, tap in enumerate(self.map_taps):
+            x = torch.from_numpy(np.array(a[f"map_{i}"][s, index], dtype=np.float32))
+            if self.map_dtype == "int8":
+                scale = torch.from_numpy(np.array(a[f"scale_{i}"][s, index], dtype=np.float32))
+                x = x * scale.view(-1, *([1] * (x.dim() - 1)))
+            out[tap] = x
+        return out
 
     def fingerprint(self, epoch: int, index: int) -> Tensor:
         return torch.from_numpy(np.array(self.arrays()["views"][self.slot(epoch), index]))
@@ -260,6 +280,8 @@ class CachedTeacherView(Dataset):
         sample["teacher_logits"] = self.cache.logits(self.epoch, index)
         if self.cache.feature_layer is not None:
             sample["teacher_pooled"] = self.cache.pooled(self.epoch, index)
+        if self.cache.map_taps:
+            sample["teacher_maps"] = self.cache.maps(self.epoch, index)
         return sample
 
 
@@ -269,10 +291,23 @@ def pooled_dim(teacher: torch.nn.Module, feature_layer: str) -> int:
     return int(shape[-1] if len(shape) == 3 else shape[1])
 
 
-def estimate_bytes(epochs: int, num_samples: int, topk: int, num_classes: int, feature_dim: int = 0) -> int:
-    """Bytes a cache will take per view: fp16 logits + indices, log-sum-exp, fingerprint, fp16 pooled feature."""
+def estimate_bytes(
+    epochs: int,
+    num_samples: int,
+    topk: int,
+    num_classes: int,
+    feature_dim: int = 0,
+    map_shapes: Sequence[Sequence[int]] = (),
+    map_dtype: str = "float16",
+) -> int:
+    """Bytes a cache will take: per view fp16 logits + indices, log-sum-exp, fingerprint, fp16 pooled feature, and
+    each feature map (2 bytes a value in float16; 1 byte a value plus 2 bytes a channel in int8)."""
     index_bytes = 2 if num_classes <= 2**15 else 4
-    return epochs * num_samples * (topk * (2 + index_bytes) + 4 + 16 + 2 * feature_dim)
+    per_view = topk * (2 + index_bytes) + 4 + 16 + 2 * feature_dim
+    for shape in map_shapes:
+        values = math.prod(shape)
+        per_view += 2 * values if map_dtype == "float16" else values + 2 * int(shape[0])
+    return epochs * num_samples * per_view
 
 
 def write_cache(
@@ -289,13 +324,18 @@ def write_cache(
     amp_dtype: torch.dtype | None = None,
     extra_meta: dict[str, Any] | None = None,
     feature_layer: str | None = None,
+    map_taps: Sequence[Tap] = (),
+    map_dtype: str = "float16",
 ) -> Path:
     """Run `teacher` over `epochs` epochs of `view` (a `SeededView`) and write the cache folder atomically.
 
     `loader`: an in-order loader over `view` yielding batches with `input` and `index` (iterated once per epoch).
     `feature_layer` (a tap spec as the methods' `teacher_layer`: stage index or name) also stores that layer's
-    globally pooled output per view.
+    globally pooled output per view; `map_taps` (a feature-map method's `teacher_taps`) store those maps per view in
+    `map_dtype` (float16, or int8 with a per-channel scale).
     """
+    if map_dtype not in MAP_DTYPES:
+        raise ActdistillError(f"cache build: --maps-dtype must be one of {', '.join(MAP_DTYPES)}, got {map_dtype!r}")
     path = Path(path)
     k = num_classes if topk <= 0 else min(topk, num_classes)
     n = len(view)
@@ -311,6 +351,12 @@ def write_cache(
     if feature_layer is not None:
         taps = (resolve_tap(teacher, feature_layer),)
         shapes["pooled"] = (np.float16, (epochs, n, pooled_dim(teacher, feature_layer)))
+    map_shapes = map_shapes_of(teacher, view, map_taps, device) if map_taps else []
+    for i, shape in enumerate(map_shapes):
+        shapes[f"map_{i}"] = (np.float16 if map_dtype == "float16" else np.int8, (epochs, n, *shape))
+        if map_dtype == "int8":
+            shapes[f"scale_{i}"] = (np.float16, (epochs, n, shape[0]))
+    run_taps = tuple(dict.fromkeys((*taps, *map_taps)))
     arrays = {name: _reserved_memmap(partial / f"{name}.npy", *spec) for name, spec in shapes.items()}
     written = np.zeros((epochs, n), dtype=bool)
     teacher.eval()
@@ -322,10 +368,12 @@ def write_cache(
                 continue
             index = batch["index"].numpy()
             with torch.inference_mode(), autocast(device, amp_dtype):
-                run = run_model(teacher, batch["input"].to(device, non_blocking=True), taps)
+                run = run_model(teacher, batch["input"].to(device, non_blocking=True), run_taps)
                 logits = class_logits(run.logits).float().cpu()
                 if taps:
                     arrays["pooled"][epoch - 1, index] = global_pool(run.get(taps[0])).float().cpu().half().numpy()
+                for i, tap in enumerate(map_taps):
+                    _store_map(arrays, i, epoch - 1, index, run.get(tap).float().cpu(), map_dtype)
             values, classes = logits.topk(k, dim=-1)
             arrays["logits"][epoch - 1, index] = values.half().numpy()
             arrays["classes"][epoch - 1, index] = classes.numpy().astype(index_dtype)
@@ -358,6 +406,8 @@ def write_cache(
         "dtype": "float16",
         "key": key,
         "feature_layer": feature_layer,
+        "maps": [{"tap": str(t), "shape": list(shape)} for t, shape in zip(map_taps, map_shapes)],
+        "map_dtype": map_dtype,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "build_time_s": round(time.perf_counter() - tick, 1),
         "files": files,
@@ -393,6 +443,26 @@ def replace_cache(partial: Path, path: Path) -> None:
         shutil.rmtree(old)
         return
     os.replace(partial, path)
+
+
+def map_shapes_of(teacher: torch.nn.Module, view: Any, taps: Sequence[Tap], device: torch.device) -> list[tuple]:
+    """Shapes `(C, ...)` of the teacher maps `taps` on one real view (the run's own input size)."""
+    view.set_epoch(1)
+    sample = next(view[i] for i in range(len(view)) if view[i] is not None)
+    with torch.inference_mode():
+        run = run_model(teacher.eval(), sample["input"][None].to(device), tuple(taps))
+    return [tuple(run.get(tap).shape[1:]) for tap in taps]
+
+
+def _store_map(arrays: dict[str, np.ndarray], i: int, e: int, index: np.ndarray, x: Tensor, dtype: str) -> None:
+    """Write map tap i of a batch `(B, C, ...)`: float16, or int8 with a per-(view, channel) scale max|x| / 127."""
+    if dtype == "float16":
+        arrays[f"map_{i}"][e, index] = x.half().numpy()
+        return
+    scale = (x.abs().flatten(2).amax(dim=2) / 127.0).clamp_min(1e-12)  # (B, C)
+    q = torch.round(x / scale.view(*scale.shape, *([1] * (x.dim() - 2)))).clamp(-127, 127)
+    arrays[f"map_{i}"][e, index] = q.to(torch.int8).numpy()
+    arrays[f"scale_{i}"][e, index] = scale.half().numpy()
 
 
 def _reserved_memmap(path: Path, dtype: Any, shape: tuple[int, ...]) -> np.memmap:

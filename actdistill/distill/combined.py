@@ -15,7 +15,7 @@ from actdistill.distill.base import Batch, Distiller, StepOutput, make_output
 from actdistill.distill.feature import AttentionTaps, FeatureDistiller, LayerSpec, layer_pairs
 from actdistill.distill.functional import kd_loss
 from actdistill.distill.logit import class_logits
-from actdistill.distill.taps import run_model, shared_forward
+from actdistill.distill.taps import cached_run, run_model, shared_forward
 from actdistill.errors import ActdistillError
 from actdistill.registry import METHODS, register_method
 
@@ -117,7 +117,7 @@ class Combo(Distiller):
             student_taps = tuple(dict.fromkeys(t for s in self.subs for t in getattr(s, "student_taps", ())))
             teacher_taps = tuple(dict.fromkeys(t for s in self.subs for t in getattr(s, "teacher_taps", ())))
             run_s = run_model(self.student, batch["input"], student_taps)
-            if teacher_taps:
+            if teacher_taps and cached_run(batch, teacher_taps) is None:  # with a teacher cache, nothing to prefetch
                 with torch.no_grad():
                     run_model(self.teacher, self.teacher_input(batch), teacher_taps)
             outs = [sub(batch) for sub in self.subs]

@@ -29,6 +29,7 @@ from actdistill.distill.logit import class_logits
 from actdistill.distill.taps import (
     ModelRun,
     Tap,
+    cached_run,
     classifier_weights,
     find_classifier,
     has_contract,
@@ -74,8 +75,10 @@ class FeatureDistiller(Distiller):
     def _runs(self, batch: Batch) -> tuple[ModelRun, ModelRun]:
         """The student's forward (with grad) and the teacher's (no grad) with every tap this method reads."""
         run_s = run_model(self.student, batch["input"], self.student_taps)
-        with torch.no_grad():
-            run_t = run_model(self.teacher, self.teacher_input(batch), self.teacher_taps)
+        run_t = cached_run(batch, self.teacher_taps)  # maps stored by `actdistill cache build`, when present
+        if run_t is None:
+            with torch.no_grad():
+                run_t = run_model(self.teacher, self.teacher_input(batch), self.teacher_taps)
         return run_s, run_t
 
     def _ce(self, logits: Tensor, batch: Batch, weight: float) -> dict[str, Tensor]:

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from actdistill.distill.base import Batch, Distiller, Stage, StepOutput, make_output
 from actdistill.distill.logit import class_logits
+from actdistill.distill.taps import Tap, cached_run
 from actdistill.errors import ActdistillError
 from actdistill.registry import register_method
 from actdistill.utils.runtime import mean_over_ranks
@@ -556,6 +557,8 @@ class Generative(_AttentionCVAE):
         else:
             log.warning("generative: teacher_extras is empty; the teacher's attention module and CVAE are RANDOM")
         self.teacher_side.eval().requires_grad_(False)
+        # The teacher map eq. 11 reads: what `actdistill cache build` stores so that a cached run skips the teacher.
+        self.teacher_taps = (Tap("stage", len(getattr(teacher, "feature_info", [None])) - 1),)
         self.beta, self.gamma = float(beta), float(gamma)
         self.use_kd_gen, self.use_kd_att = bool(use_kd_gen), bool(use_kd_att)
         self.teacher_extras = teacher_extras
@@ -600,5 +603,11 @@ class Generative(_AttentionCVAE):
             return {}
         assert self.teacher is not None
         with torch.no_grad():
-            target = self.teacher_side["attention"](self.teacher.forward_features(self.teacher_input(batch))[-1])
+            cached = cached_run(batch, self.teacher_taps)
+            feature = (
+                cached.get(self.teacher_taps[0])
+                if cached is not None
+                else self.teacher.forward_features(self.teacher_input(batch))[-1]
+            )
+            target = self.teacher_side["attention"](feature)
         return {"kd_att": self.gamma * F.mse_loss(attention.float(), target.float())}

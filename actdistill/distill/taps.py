@@ -51,11 +51,24 @@ class ModelRun:
     x: Tensor | None = None
 
     def get(self, tap: Tap) -> Tensor:
-        """The tensor of `tap` from this run."""
+        """The tensor of `tap` from this run (`hooked` first: a run replayed from a teacher cache holds every tap)."""
+        if str(tap) in self.hooked:
+            return self.hooked[str(tap)]
         if tap.kind == "stage":
             assert self.stages is not None, "stage maps were not computed in this run"
             return self.stages[int(tap.key)]
         return self.hooked[str(tap)]
+
+
+def cached_run(batch: dict, taps: Sequence[Tap]) -> ModelRun | None:
+    """The teacher's run replayed from the batch's cached maps (`teacher_maps`, `teacher_logits`), or None when the
+    batch has no cache or lacks one of `taps`."""
+    maps = batch.get("teacher_maps")
+    if maps is None or any(str(tap) not in maps for tap in taps):
+        return None
+    return ModelRun(
+        logits=batch["teacher_logits"].float(), stages=None, hooked={str(t): maps[str(t)].float() for t in taps}
+    )
 
 
 def has_contract(model: nn.Module) -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from actdistill.batch import CACHE_KEYS, missing_keys
@@ -32,7 +32,7 @@ from actdistill.models.renormalize import Renormalize
 from actdistill.registry import METHODS
 from actdistill.utils.checkpoint import load_checkpoint, state_mismatch
 from actdistill.utils.flops import count
-from actdistill.utils.runtime import resolve_precision
+from actdistill.utils.runtime import autocast, resolve_precision
 
 log = logging.getLogger("actdistill")
 
@@ -66,7 +66,7 @@ class Run:
 
     @property
     def precision(self) -> str:
-        return "fp32" if self.amp_dtype is None else str(self.amp_dtype).replace("torch.", "")
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
 
 
 # --- method --------------------------------------------------------------------------------------------------------
@@ -209,33 +209,38 @@ def teacher_for_student(
 # --- teacher cache -------------------------------------------------------------------------------------------------
 
 
-def cacheable(method_cfg: dict[str, Any]) -> bool:
-    """True when the method (every sub-method of a combo) needs only the teacher's logits."""
-    name = str(method_cfg.get("name", "vanilla"))
-    if name == "combo":
-        return all(cacheable(sub) for sub in method_cfg.get("methods", []))
-    return METHODS.meta(name).get("knowledge") in ("logits", "none") or METHODS.get(name).reads_only_teacher_logits
+def teacher_taps(method: Distiller) -> tuple:
+    """The teacher feature maps a method reads (every sub-method of a combo), as taps."""
+    subs = getattr(method, "subs", None) or [method]
+    return tuple(dict.fromkeys(t for sub in subs for t in getattr(sub, "teacher_taps", ())))
 
 
-def open_teacher_cache(cfg: Config, student: nn.Module, train_view: Any, num_classes: int) -> CachedTeacherView:
-    """Wrap the training view so that samples carry cached teacher outputs; refuse stale caches and feature methods."""
+def open_teacher_cache(cfg: Config, student: nn.Module, method: Distiller, train_view: Any, num_classes: int) -> Any:
+    """Wrap the training view so that samples carry the cached teacher outputs this method reads; refuse a stale
+    cache, or one that lacks what the method needs (with the command that builds the right one)."""
     cache = TeacherCache(cfg.teacher.cache)
     name = str(cfg.method.get("name", "vanilla"))
-    if not cacheable(cfg.method):
-        cls = METHODS.get(name)
-        if not cls.reads_pooled_teacher_feature:
-            raise ActdistillError(
-                f"teacher.cache holds teacher logits (and pooled features), but method '{name}' taps teacher feature "
-                "maps; use kd, dkd, ctkd, dist, fn (logits) or rkd, crd (pooled features) with the cache, or drop "
-                "teacher.cache to run the teacher online"
-            )
+    rebuild = f"rebuild it with `actdistill cache build CONFIG --out {cache.path} --overwrite`"
+    taps = [str(t) for t in teacher_taps(method)]
+    if method.reads_pooled_teacher_feature:
         layer = str(cfg.method.get("teacher_layer", METHODS.hyperparameters(name)["teacher_layer"]))
         if cache.feature_layer != layer:
             stored = "no pooled features" if cache.feature_layer is None else f"pooled layer {cache.feature_layer}"
             raise ActdistillError(
                 f"method '{name}' reads the teacher's pooled layer {layer} but teacher.cache {cache.path} holds "
-                f"{stored}; rebuild it with `actdistill cache build CONFIG --features {layer} --out {cache.path}`"
+                f"{stored}; {rebuild} --features {layer}"
             )
+    elif taps:
+        missing = [t for t in taps if t not in cache.map_taps]
+        if missing:
+            raise ActdistillError(
+                f"method '{name}' reads the teacher maps {missing} but teacher.cache {cache.path} holds "
+                f"{cache.map_taps or 'no maps'}; {rebuild} (it stores the maps the recipe's method reads)"
+            )
+    elif not (METHODS.meta(name).get("knowledge") in ("logits", "none") or method.reads_only_teacher_logits):
+        raise ActdistillError(
+            f"method '{name}' runs its teacher in ways a cache cannot replay; drop teacher.cache to run it online"
+        )
     pcfg = student.pretrained_cfg
     key = cache_key(dataclasses.asdict(cfg.data), dataclasses.asdict(cfg.teacher), cfg.train.seed, pcfg.mean, pcfg.std)
     cache.check(key, len(train_view), num_classes)
@@ -268,6 +273,49 @@ def selection_split(cfg: Config, data: TaskData) -> str:
     return choice
 
 
+def _tensors(out: Any) -> list[Tensor]:
+    if isinstance(out, Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in _tensors(v)]
+    if isinstance(out, (list, tuple)):
+        return [t for v in out for t in _tensors(v)]
+    return []
+
+
+def choose_precision(
+    cfg: Config, task: Task, ctx: DistContext, device: torch.device, student: nn.Module, teacher: nn.Module | None
+) -> torch.dtype | None:
+    """`train.precision` resolved for this device; on CPU, `auto` and `bf16` time one step of the run's own models
+    in fp32 and bf16 (eval mode, RNG untouched) — the same decision on every process (rank 0's)."""
+    shape = task.input_shape(cfg)
+    batch = max(1, min(cfg.data.batch_size, 8))
+
+    def step(dtype: torch.dtype | None) -> None:
+        with torch.random.fork_rng(devices=[]):
+            x = torch.randn(batch, *shape[1:], device=device)
+        with autocast(device, dtype):
+            if teacher is not None and task.name == "classification":  # other tasks' teachers may read other inputs
+                with torch.no_grad():
+                    teacher(x)
+            loss = sum(t.float().mean() for t in _tensors(student(x)) if t.is_floating_point())
+        loss.backward()  # type: ignore[union-attr]
+        student.zero_grad(set_to_none=True)
+
+    student.to(device).eval()
+    if teacher is not None:
+        teacher.to(device).eval()
+    try:
+        dtype = resolve_precision(cfg.train.precision, device, probe=step)
+    finally:
+        student.train()
+    if ctx.world > 1:  # every process must train in the same precision
+        flag = torch.tensor([0 if dtype is None else 1 if dtype == torch.bfloat16 else 2], device=device)
+        torch.distributed.broadcast(flag, src=0)
+        dtype = [None, torch.bfloat16, torch.float16][int(flag.item())]
+    return dtype
+
+
 def _model_size(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, float]:
     params = sum(p.numel() for p in model.parameters())
     try:
@@ -281,7 +329,6 @@ def _model_size(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, flo
 def build_run(cfg: Config, task: Task, ctx: DistContext, device: torch.device, folder: Path) -> Run:
     """Build models, method, data, loaders, optimisers and schedules for `cfg` (checked before any batch)."""
     method_cls = check_method(cfg.method, task)
-    amp_dtype = resolve_precision(cfg.train.precision, device)
     classes = task.class_names(cfg)
     extra = task.student_kwargs(cfg)
     student_spec = model_spec(cfg.student, len(classes), extra)
@@ -300,13 +347,10 @@ def build_run(cfg: Config, task: Task, ctx: DistContext, device: torch.device, f
     if not cfg.student.pretrained:
         task.prepare_student(student, data)
     teacher, teacher_spec = None, None
-    provided = set(task.batch_keys)
+    provided = set(task.batch_keys) | (CACHE_KEYS if cfg.teacher.cache and method_cls.uses_teacher else set())
     if method_cls.uses_teacher:
         teacher, teacher_spec = teacher_for_student(cfg.teacher, student, classes, extra)
-        if cfg.teacher.cache:
-            data.train = open_teacher_cache(cfg, student, data.train, len(classes))
-            teacher.register_forward_pre_hook(_cached_teacher_must_not_run)
-            provided |= CACHE_KEYS
+    amp_dtype = choose_precision(cfg, task, ctx, device, student, teacher)
     missing = missing_keys(method_cls.requires, provided)
     if missing:
         raise ActdistillError(f"method '{cfg.method.get('name')}' needs batch keys {missing} that {task.name} data "
@@ -318,6 +362,9 @@ def build_run(cfg: Config, task: Task, ctx: DistContext, device: torch.device, f
         num_data=len(data.train),
         train_targets=data.train_targets,  # type: ignore[arg-type]
     ).to(device)
+    if teacher is not None and cfg.teacher.cache:
+        data.train = open_teacher_cache(cfg, student, method, data.train, len(classes))
+        teacher.register_forward_pre_hook(_cached_teacher_must_not_run)
     if cfg.train.channels_last:
         method.to(memory_format=torch.channels_last)
     if cfg.train.compile:  # compiles each model's __call__ in place; state_dict keys stay unchanged

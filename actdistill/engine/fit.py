@@ -243,16 +243,15 @@ def write_results(run: Run, progress: Progress, last: dict[str, Any], train_time
 
 
 def _log_start(run: Run) -> None:
-    cfg, layout = run.cfg, run.layout
-    teacher = f", teacher {cfg.teacher.name or cfg.teacher.checkpoint}" if run.teacher is not None else ""
+    cfg, layout, size = run.cfg, run.layout, run.size
+    teacher = f" from teacher {cfg.teacher.name or cfg.teacher.checkpoint}" if run.teacher is not None else ""
+    val = f"{len(run.data.val)} val" if run.data.val is not None else "no val"  # type: ignore[arg-type]
     log.info(
-        "%s: student %s (%.2f M params, %.3f GMACs)%s, method %s, device %s, precision %s, %d train / %s / %d test, "
-        "global batch %d (%d processes × %d × %d accumulated), best chosen on %s",
-        cfg.name, cfg.student.name, run.size["params_m"], run.size["gmacs"], teacher, cfg.method.get("name"),
-        run.device, run.precision, len(run.data.train),  # type: ignore[arg-type]
-        f"{len(run.data.val)} val" if run.data.val is not None else "no val",  # type: ignore[arg-type]
-        len(run.data.test), layout["global_batch"], layout["world_size"], cfg.data.batch_size,  # type: ignore[arg-type]
-        cfg.train.accumulate_steps, run.selection,
+        "run '%s': %s (%.2f M params, %.3f GMACs) trained with method %s%s on %s (%s), %d train / %s / %d test; "
+        "global batch %d (%d processes × %d × %d accumulated); best chosen on %s",
+        cfg.name, cfg.student.name, size["params_m"], size["gmacs"], cfg.method.get("name"), teacher, run.device,
+        run.precision, len(run.data.train), val, len(run.data.test), layout["global_batch"],  # type: ignore[arg-type]
+        layout["world_size"], cfg.data.batch_size, cfg.train.accumulate_steps, run.selection,
     )  # fmt: skip
 
 

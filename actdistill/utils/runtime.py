@@ -6,7 +6,8 @@ import contextlib
 import logging
 import os
 import random
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from functools import cache
 
 import numpy as np
@@ -34,37 +35,65 @@ def resolve_device(spec: str = "auto") -> torch.device:
 
 
 @cache
-def _cpu_has_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    except OSError:
-        return False
+def cpu_bf16_support() -> str:
+    """How this CPU does bf16 math: `native (AMX)`, `native (AVX512_BF16)`, or `emulated (<capability>)`."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    checks = (("AMX", "_is_amx_tile_supported"), ("AVX512_BF16", "_is_avx512_bf16_supported"))
+    for name, check in checks:
+        if name in capability or getattr(torch.cpu, check, lambda: False)():
+            return f"native ({name})"
+    return f"emulated ({capability})"
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for `precision` on `device`, or None for fp32.
+def time_steps(step: Callable[[], None], repeats: int = 3) -> float:
+    """Median seconds of `step()` after one warm-up call."""
+    step()
+    times = []
+    for _ in range(repeats):
+        tick = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - tick)
+    return sorted(times)[len(times) // 2]
 
-    `auto` picks bf16 on CUDA GPUs that support it and fp32 elsewhere. On CPU, bf16 autocast measured 1.18×
-    faster for a paper-1 training step (ConvNeXt-S → PVT-v2 at 224²) but 1.9× slower for the demo's ~1 M-parameter
-    models (BENCHMARKS.md), so it is opt-in there: `train.precision=bf16`.
+
+def resolve_precision(
+    precision: str, device: torch.device, probe: Callable[[torch.dtype | None], None] | None = None
+) -> torch.dtype | None:
+    """Autocast dtype for `precision` on `device`, or None for fp32. Measured, not assumed, on CPU.
+
+    `auto`: bf16 on CUDA GPUs that support it; on a CPU only when it does bf16 natively (`cpu_bf16_support`) *and*
+    `probe(dtype)` (one training step of the run's own models under that autocast) is at least 5 % faster in bf16;
+    else fp32. `bf16` on a CPU that emulates bf16 warns with the measured slow-down (28× on one AVX2 machine).
+    Without a `probe`, `auto` on CPU is fp32.
     """
     if precision == "fp32":
         return None
-    if precision == "bf16":
-        if device.type == "cpu" and not _cpu_has_bf16():
-            log.warning("this CPU has no native bf16 instructions; bf16 autocast will be slow (emulated)")
-        return torch.bfloat16
     if precision == "fp16":
         if device.type == "cpu":
             raise ActdistillError("train.precision=fp16 needs a GPU; use bf16 or fp32 on CPU")
         return torch.float16
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if precision not in ("auto", "bf16"):
+        raise ActdistillError(f"train.precision must be auto, bf16, fp16 or fp32, got '{precision}'")
+    if device.type == "cuda":
+        return torch.bfloat16 if precision == "bf16" or torch.cuda.is_bf16_supported() else None
+    if device.type != "cpu":
+        return torch.bfloat16 if precision == "bf16" else None
+    support = cpu_bf16_support()
+    if precision == "auto" and (probe is None or not support.startswith("native")):
         return None
-    raise ActdistillError(f"train.precision must be auto, bf16, fp16 or fp32, got '{precision}'")
+    ratio = None
+    if probe is not None:
+        ratio = time_steps(lambda: probe(None)) / max(time_steps(lambda: probe(torch.bfloat16)), 1e-9)
+    if precision == "bf16":
+        if not support.startswith("native"):
+            slow = f"measured {1 / ratio:.1f}× slower than fp32 on the run's models; " if ratio else ""
+            log.warning("train.precision=bf16 on a CPU without native bf16 (%s): %sset train.precision=fp32 or auto",
+                        support, slow)  # fmt: skip
+        return torch.bfloat16
+    chosen = torch.bfloat16 if ratio is not None and ratio >= 1.05 else None
+    log.info("precision auto on CPU (%s): a bf16 step is %.2f× the speed of fp32 here → %s", support, ratio or 0.0,
+             "bf16" if chosen else "fp32")  # fmt: skip
+    return chosen
 
 
 @contextlib.contextmanager
