@@ -165,6 +165,16 @@ def _stanford40(cfg: DataConfig, split: str, transform: Callable | None) -> tupl
     return ds, list(ds.classes)
 
 
+@DATASETS.register("image_folder", task="image", paper="torchvision ImageFolder layout: train/<class>/, val/ or test/")
+def _image_folder(cfg: DataConfig, split: str, transform: Callable | None) -> tuple[Dataset, Sequence[str]]:
+    from actdistill.data.image_folder import ImageFolder
+
+    if cfg.crop_person:
+        raise ActdistillError("data.crop_person needs Stanford 40's person boxes; image folders have none: set false")
+    ds = ImageFolder(cfg.root, split=split, transform=transform)
+    return ds, list(ds.classes)
+
+
 def dataset_task(name: str) -> str:
     """`image` or `video`, from the dataset's registry metadata."""
     return str(DATASETS.meta(name).get("task", "image"))
