@@ -106,6 +106,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
+    if args.layout != "stanford40" and args.kind != "image":
+        raise ActdistillError(f"data synth: --layout {args.layout} applies to --kind image only")
     if args.kind == "detection":
         from actdistill.detect.synthetic import write_synthetic_detection
 
@@ -125,14 +127,16 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
     root = write_synthetic_stanford40(
         args.out,
-        num_classes=args.classes,
-        train_per_class=args.train_per_class,
+        num_classes=args.classes or 10,
+        train_per_class=args.train_per_class or 60,
         test_per_class=args.test_per_class,
         image_size=args.size,
         seed=args.seed,
         workers=args.workers,
+        layout=args.layout,
     )
-    print(f"wrote a synthetic Stanford 40 dataset to {root}; train with data.root={root}")
+    name = "image_folder" if args.layout == "image_folder" else "stanford40"
+    print(f"wrote a synthetic {name}-layout dataset to {root}; train with data.name={name} data.root={root}")
     return 0
 
 
@@ -286,6 +290,11 @@ def _add_data(sub: Any) -> None:
     s.add_argument("--size", type=int, default=64, help="image side in pixels (default: 64)")
     s.add_argument("--seed", type=int, default=0, help="seed; the same seed writes the same bytes (default: 0)")
     s.add_argument("--workers", type=int, default=1, help="processes used to draw images (default: 1)")
+    s.add_argument(
+        "--layout", default="stanford40", choices=["stanford40", "image_folder"],
+        help="--kind image: stanford40 (JPEGImages/, ImageSplits/, XMLAnnotations/) or image_folder (train/<class>/, "
+        "val/<class>/; data.name=image_folder)",
+    )  # fmt: skip
     _handler(s, "actdistill.cli:cmd_data_synth")
     s = data_sub.add_parser(
         "index",

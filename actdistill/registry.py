@@ -129,6 +129,7 @@ MODELS = Registry(
         "actdistill.models.timm_zoo",
         "actdistill.models.video_zoo",
         "actdistill.models.video_demo",
+        "actdistill.models.torchvision_video",
         "actdistill.models.pcl_net",
         "actdistill.models.temporal_detector",
         "actdistill.distill.predictors",
@@ -150,6 +151,7 @@ DATASETS = Registry(
     "dataset",
     providers=(
         "actdistill.data.stanford40",
+        "actdistill.data.image_folder",
         "actdistill.data.video_dataset",
         "actdistill.ssl.dataset",
         "actdistill.detect.dataset",

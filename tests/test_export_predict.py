@@ -97,10 +97,9 @@ def test_predict_image_from_checkpoint_and_onnx(image_run, capsys):
     assert from_pt["top"][0]["class"] == from_onnx["top"][0]["class"]
     assert [t["prob"] for t in from_onnx["top"]] == pytest.approx(probs, abs=1e-4)
 
-    parser = argparse.ArgumentParser()
-    predict_mod.add_cli(parser.add_subparsers())
-    args = parser.parse_args(["predict", str(tmp / "model.onnx"), str(img), "--top-k", "3"])
-    assert args.func(args) == 0
+    argv = ["predict", str(tmp / "model.onnx"), str(img), "--top-k", "3"]
+    assert parse(argv).handler == "actdistill.deploy.predict:cmd_predict"
+    assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()[1:]
     assert [line.split()[1] for line in lines] == [t["class"] for t in from_pt["top"]]
 

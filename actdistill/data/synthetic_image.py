@@ -51,6 +51,9 @@ _NUISANCE_EASY = dict(
     scale=(0.7, 0.9), width=(0.07, 0.09), floor=0.5, contrast=100, noise=(1, 3), clutter=(0, 2), distract=(0, 2)
 )
 DIFFICULTIES = {"standard": _NUISANCE, "easy": _NUISANCE_EASY}
+# On-disk layouts `write_synthetic_stanford40` can write; image_folder is torchvision's ImageFolder (train/, val/).
+LAYOUTS = ("stanford40", "image_folder")
+_FOLDER_OF_SPLIT = {"train": "train", "test": "val"}
 _SS = 2  # supersampling factor: draw at 2x and box-filter down for anti-aliased strokes
 
 # Skeleton in figure units: y up, feet at 0, head top at 1.
@@ -420,11 +423,17 @@ def write_synthetic_stanford40(
     seed: int = 0,
     workers: int = 1,
     difficulty: str = "standard",
+    layout: str = "stanford40",
 ) -> Path:
     """Write a stick-figure action dataset in the Stanford 40 layout (JPEGImages/, ImageSplits/, XMLAnnotations/).
 
+    `layout="image_folder"` writes the same images in torchvision's ImageFolder layout instead:
+    `train/<action>/<action>_NNN.jpg` and `val/<action>/...` (no person boxes); read it with `data.name=image_folder`.
+
     `difficulty`: "standard" (realistic nuisance) or "easy" (larger figures, less clutter; used by the CPU demo).
     """
+    if layout not in LAYOUTS:
+        raise ActdistillError(f"synthetic image data: layout must be one of {', '.join(LAYOUTS)}, got '{layout}'")
     if difficulty not in DIFFICULTIES:
         raise ActdistillError(f"synthetic image data: difficulty must be one of {', '.join(DIFFICULTIES)}")
     if not 1 <= num_classes <= len(SYNTH_ACTIONS):
@@ -435,7 +444,8 @@ def write_synthetic_stanford40(
             f"{train_per_class}, {test_per_class}, {image_size}"
         )
     root = Path(out_dir)
-    dirs = {d: root / d for d in ("JPEGImages", "ImageSplits", "XMLAnnotations")}
+    folders = ("JPEGImages", "ImageSplits", "XMLAnnotations") if layout == "stanford40" else ("train", "val")
+    dirs = {d: root / d for d in folders}
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
     jobs = [
@@ -454,6 +464,10 @@ def write_synthetic_stanford40(
         for (_, split, cls, idx, size, _, _), (data, box) in zip(jobs, rendered):
             action = SYNTH_ACTIONS[cls][0]
             name = f"{action}_{idx + 1:03d}.jpg"
+            if layout == "image_folder":  # class folders; the held-out images go to val/
+                (root / _FOLDER_OF_SPLIT[split] / action).mkdir(exist_ok=True)
+                (root / _FOLDER_OF_SPLIT[split] / action / name).write_bytes(data)
+                continue
             (dirs["JPEGImages"] / name).write_bytes(data)
             (dirs["XMLAnnotations"] / f"{name[:-4]}.xml").write_text(_xml(name, action, box, size), newline="\n")
             lists[split].append(name)
@@ -461,6 +475,8 @@ def write_synthetic_stanford40(
     finally:
         if pool is not None:
             pool.shutdown()
+    if layout == "image_folder":
+        return root
     splits = dirs["ImageSplits"]
     for split, names in lists.items():
         (splits / f"{split}.txt").write_text("".join(f"{n}\n" for n in names), newline="\n")

@@ -1,5 +1,7 @@
 """Importing this module registers every video model in `MODELS` (factories `f(num_classes, pretrained=False, **kw)`).
 
+torchvision's other video models (S3D, MViT, Swin3D) are registered by `torchvision_video.py`, with the same metadata.
+
 `params_m` and `gmacs` were measured at 101 classes, batch 1 and `input_size` with FlopCounterMode (MACs = FLOPs / 2)
 and match P2 Table 1 within 0.2 G; `tests/test_models_video_sizes.py` pins them. `gmacs_paper` is what P2 reports.
 """
@@ -122,6 +124,8 @@ VIDEO_MODELS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
             input_size=_PCL_INPUT,
             source="paper 3 via PCL's released code",
             logits="(B, K)",
+            weights="R3D_18_Weights.KINETICS400_V1",
+            kinetics_top1=63.2,
         ),
     ),
     "mc3_18": (
@@ -134,6 +138,8 @@ VIDEO_MODELS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
             input_size=_PCL_INPUT,
             source="paper 3 via PCL's released code",
             logits="(B, K)",
+            weights="MC3_18_Weights.KINETICS400_V1",
+            kinetics_top1=63.96,
         ),
     ),
     "r2plus1d_18": (
@@ -146,6 +152,8 @@ VIDEO_MODELS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
             input_size=_PCL_INPUT,
             source="paper 3 via PCL's released code",
             logits="(B, K)",
+            weights="R2Plus1D_18_Weights.KINETICS400_V1",
+            kinetics_top1=67.463,
         ),
     ),
     "frames": (
