@@ -25,7 +25,11 @@ from torch.utils.data import DataLoader, Subset
 
 from actdistill.analysis.calibration import reliability_bins
 from actdistill.analysis.similarity import linear_cka, prediction_agreement, similarity_matrix
+from actdistill.data.build import build_split, build_transforms
+from actdistill.engine.evaluate import checkpoint_config, load_predictor
 from actdistill.errors import ActdistillError
+from actdistill.models.class_remap import class_order
+from actdistill.utils.checkpoint import load_checkpoint
 
 __all__ = ["ModelFeatures", "analyze", "collect_features", "load_model", "sample_indices"]
 
@@ -51,19 +55,11 @@ class ModelFeatures:
 
 
 def load_model(path: str | Path, overrides: Sequence[str] = ()) -> tuple[nn.Module, Any, dict[str, Any]]:
-    """Rebuild a checkpoint's model with loaded weights; returns `(model, config, checkpoint)`."""
-    from actdistill.config import config_from_dict, merge, parse_overrides
-    from actdistill.models import create_model
-    from actdistill.utils.checkpoint import load_checkpoint
-
+    """Rebuild what a checkpoint's run evaluated (its predictor, with loaded weights): `(model, config, ckpt)`."""
     ckpt = load_checkpoint(path)
     if "model" not in ckpt or "config" not in ckpt:
         raise ActdistillError(f"checkpoint {path} has no 'model'/'config' entries; pass a run's checkpoints/last.pt")
-    cfg = config_from_dict(merge(ckpt["config"], parse_overrides(list(overrides))), where=str(path))
-    spec = ckpt["model"]
-    model = create_model(spec["name"], spec["num_classes"], pretrained=False, **spec.get("kwargs", {}))
-    model.load_state_dict(ckpt["student"])
-    return model.eval(), cfg, ckpt
+    return load_predictor(path, ckpt), checkpoint_config(path, ckpt, list(overrides)), ckpt
 
 
 def sample_indices(n: int, max_samples: int) -> list[int]:
@@ -74,13 +70,17 @@ def sample_indices(n: int, max_samples: int) -> list[int]:
 
 
 def _test_loader(model: nn.Module, cfg: Any, path: str | Path, indices: list[int] | None, max_samples: int):
-    from actdistill.data.build import DATASETS, build_transforms
-
-    test, classes = DATASETS.get(cfg.data.name)(cfg.data, "test", None)
-    if len(classes) != model.num_classes:
+    test, classes = build_split(cfg.data, "test", None)
+    if len(classes) != getattr(model, "num_classes", len(classes)):
         raise ActdistillError(
             f"checkpoint {path} was trained for {model.num_classes} classes but {cfg.data.name} at {cfg.data.root} "
             f"has {len(classes)}; point data.root at the dataset it was trained on (--data data.root=...)"
+        )
+    saved = load_checkpoint(path).get("class_names")
+    if saved and class_order(saved, list(classes), "checkpoint", str(path)) is not None:
+        raise ActdistillError(
+            f"checkpoint {path} lists its classes in another order than {cfg.data.name} at {cfg.data.root}; analysis "
+            "compares features sample by sample, so use the dataset copy it was trained on (--data data.root=...)"
         )
     test.transform = build_transforms(cfg.data, model.pretrained_cfg.mean, model.pretrained_cfg.std)[1]
     if indices is None:

@@ -24,7 +24,7 @@ def class_order(source: Sequence[str], target: Sequence[str], what: str, where: 
         only_data = sorted(set(target) - set(source))[:5]
         raise ActdistillError(
             f"{what} {where} predicts other classes than the dataset: only in the {what}: {only_model or 'none'}, "
-            f"only in the dataset: {only_data or 'none'}; use the dataset it was trained on (same class list)"
+            f"only in the dataset: {only_data or 'none'}; point data.root at the dataset it was trained on"
         )
     return [source.index(name) for name in target]
 
