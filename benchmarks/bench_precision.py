@@ -17,8 +17,8 @@ import time
 import torch
 
 from actdistill.distill.logit import KD, Vanilla
-from actdistill.utils.runtime import autocast
 from actdistill.models import create_model
+from actdistill.utils.runtime import autocast
 
 
 def step_time(method, batch, dtype, steps: int, warmup: int) -> float:

@@ -15,8 +15,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from actdistill.utils.flops import count
 from actdistill.models import create_model
+from actdistill.utils.flops import count
 
 MODELS = ("i3d", "top_i3d", "bottom_i3d", "i2d", "c3d", "r3d_10", "r2plus1d_10", "r3d_18", "mc3_18", "r2plus1d_18")
 
