@@ -21,7 +21,9 @@ GARBAGE = b"this is not a checkpoint\n" * 100  # fixed bytes: random ones fail w
 COMMON = [*TINY_RUN, "data.batch_size=4"]
 # The exception class torch's weights-only unpickler raises on garbage depends on the torch version (UnpicklingError,
 # IndexError, ...): the line names it, says the file is corrupt, and nothing else.
-_CORRUPT = re.compile(r"actdistill: error: checkpoint \S+ could not be read \(\w+\); it is corrupt or not a PyTorch file")
+_CORRUPT = re.compile(
+    r"actdistill: error: checkpoint \S+ could not be read \(\w+\); it is corrupt or not a PyTorch file"
+)
 
 
 @pytest.fixture(scope="module")

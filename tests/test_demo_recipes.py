@@ -27,7 +27,8 @@ def _classification_methods() -> set[str]:
     return {
         name
         for name in METHODS.names()
-        if not METHODS.meta(name).get("alias_of") and METHODS.meta(name).get("task", "classification") == "classification"
+        if not METHODS.meta(name).get("alias_of")
+        and METHODS.meta(name).get("task", "classification") == "classification"
     }
 
 

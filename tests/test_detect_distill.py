@@ -35,6 +35,7 @@ def build_method(name, student, teacher, **hparams):
     """A detection method by its short name, through the engine's `build_method` (registry, checked params)."""
     return build_registered({"name": NAMES.get(name, name), **hparams}, student, teacher)
 
+
 torch.set_num_threads(1)
 
 

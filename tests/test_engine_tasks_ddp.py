@@ -211,3 +211,64 @@ def test_generative_detection_kd_two_processes_match_one_process(detection_teach
     assert double["map"] == pytest.approx(single["map"], abs=1e-4)
     assert max_weight_difference(tmp_path / "one" / "student_last.safetensors", out / "student_last.safetensors") < 1e-4
     assert_only_rank0_wrote(out, proc, 2, ["epoch_0001.pt", "epoch_0002.pt", "last.pt"])
+
+
+# --- what the equality above rests on, checked in one process (fast, and it names the part that breaks it) -------
+
+
+def test_detector_output_does_not_depend_on_padding():
+    """A video's detections must not depend on how much padding its batch adds (the evaluator batches whole test
+    videos of different lengths; under torchrun each process pads only its own shard)."""
+    from actdistill.models.temporal_detector import build_detector
+
+    torch.manual_seed(0)
+    model = build_detector("small", 6, 3, attention=True, embed_dim=16).eval()
+    x = torch.randn(1, 6, 27)
+    alone = model(x, torch.ones(1, 27, dtype=torch.bool))
+    padded_x = torch.cat([x, torch.zeros(1, 6, 5)], dim=2)
+    padded = model(padded_x, torch.arange(32)[None] < 27)
+    with torch.no_grad():
+        for key in ("cls", "reg"):
+            for level, (a, b) in enumerate(zip(alone[key], padded[key])):
+                diff = float((a - b[..., : a.shape[-1]]).abs().max())
+                assert diff < 1e-5, f"{key} level {level}: padding 27 → 32 steps changes the outputs by {diff:.3g}"
+        diff = float((alone["attention"] - padded["attention"][..., :27]).abs().max())
+        assert diff < 1e-5, f"attention: padding changes it by {diff:.3g}"
+
+
+def _generative_kd_method():
+    from actdistill.engine.build import build_method
+    from actdistill.models.temporal_detector import build_detector
+
+    torch.manual_seed(0)
+    teacher = build_detector("large", 6, 2, attention=True, embed_dim=16)
+    student = build_detector("small", 6, 2, attention=True, embed_dim=16)
+    method = build_method({"name": "detection_generative_kd", "bg_weight": 1.0}, student, teacher).train()
+    method.on_epoch(1)
+    return method
+
+
+def test_generative_detection_stages_draw_noise_per_sample():
+    """Under torchrun each process runs the stage on its half of the global batch with the same seeded RNG; DDP then
+    averages the two. That equals the whole batch in one process only if a sample's CVAE noise (the
+    reparameterisation ε of eq. 6 and the prior sample of eq. 13) does not depend on its position in the batch."""
+    method = _generative_kd_method()
+    g = torch.Generator().manual_seed(1)
+    batch = {
+        "input": torch.randn(2, 6, 16, generator=g),
+        "mask": torch.ones(2, 16, dtype=torch.bool),
+        "segments": [torch.tensor([[2.0, 7.0]]), torch.tensor([[8.0, 14.0]])],
+        "labels": [torch.tensor([0]), torch.tensor([1])],
+        "index": torch.tensor([0, 1]),
+    }
+    halves = [{k: v[i : i + 1] for k, v in batch.items()} for i in range(2)]
+    for stage in method.stages():
+        torch.manual_seed(7)
+        whole = stage.forward(batch)
+        parts = []
+        for half in halves:
+            torch.manual_seed(7)  # every process seeds its RNG alike
+            parts.append(stage.forward(half))
+        for key, value in whole.parts.items():
+            mean = (float(parts[0].parts[key]) + float(parts[1].parts[key])) / 2
+            assert mean == pytest.approx(float(value), rel=1e-5), (stage.name, key)

@@ -28,7 +28,6 @@ from actdistill.distill.functional import (
     kd_loss,
     mgd_loss,
     mgd_mask,
-    nkd_loss,
     rkd_loss,
     rkd_parts,
     simkd_loss,
@@ -157,21 +156,6 @@ def test_dkd_finite_for_extreme_logits_fp32() -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ NKD
-
-
-def test_nkd_matches_numpy() -> None:
-    zs, zt, y, t, gamma = _rand(4, 5, seed=15), _rand(4, 5, seed=16), torch.tensor([0, 4, 2, 1]), 2.0, 1.5
-    s, te = _np(zs), _np(zt)
-    total = 0.0
-    for b in range(4):
-        g = int(y[b])
-        total -= _np_softmax(te[b])[g] * np.log(_np_softmax(s[b])[g])
-        rest = np.arange(5) != g
-        total -= gamma * t**2 * (_np_softmax(te[b][rest] / t) * np.log(_np_softmax(s[b][rest] / t))).sum()
-    _close(nkd_loss(zs, zt, y, temperature=t, gamma=gamma), total / 4, rtol=1e-5)
-
-
-# ----------------------------------------------------------------------------------------------------- DIST
 
 
 def test_dist_parts_match_np_corrcoef() -> None:

@@ -1,4 +1,12 @@
-"""Every registered method takes a training step on an image and a video pair; then per-method behaviour."""
+"""The method contract for every registered method of every task, then per-method behaviour.
+
+Contract (distill/base.py, docs/architecture.md): `Distiller(student, teacher, **hparams)`, `forward(batch) ->
+StepOutput` with `loss == sum(parts)`, a frozen teacher (bitwise unchanged, no gradients, eval mode), trainable
+parameters listed once and never the teacher's, batch keys (`requires`) that the task's data provides, every stage
+trainable through the engine's loop, and a predictor that `predictor_spec` rebuilds as a registered model.
+The lists below come from the registry (`METHODS.meta(name)["task"]`): a newly registered method is tested here
+without editing a list.
+"""
 
 from __future__ import annotations
 
@@ -7,36 +15,42 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import (
+    detection_batch,
+    detector_pair,
+    engine_run,
+    pcl_batch,
+    pcl_pair,
+    train_epoch,
+)
 from torch import nn
 
 import actdistill.distill  # noqa: F401  (registers the methods)
+from actdistill.batch import CACHE_KEYS, TASK_KEYS, missing_keys
 from actdistill.distill.combined import Collab, Combo
 from actdistill.distill.feature import AT, FN, MGD, FitNet, SimKD
 from actdistill.distill.functional import ctkd_lambda, dkd_parts, fn_loss, kd_loss
 from actdistill.distill.logit import CTKD, DKD, KD
 from actdistill.distill.relation import CRD
+from actdistill.engine.build import build_method
 from actdistill.errors import ActdistillError
 from actdistill.models import create_model
 from actdistill.models._contract import FeatureInfo, PretrainedCfg
 from actdistill.registry import METHODS
 
+
+def methods_of(task: str) -> list[str]:
+    return [n for n in METHODS.names() if METHODS.meta(n).get("task", "classification") == task]
+
+
+CLASSIFICATION, PCL, DETECTION = methods_of("classification"), methods_of("pcl"), methods_of("detection")
+
+# (teacher spec, student spec, input shape): `create_model(name, 3, **kwargs)`.
 PAIRS = {
-    "cnn_to_vit": (
-        lambda: create_model("convnext_demo", 3),
-        lambda: create_model("pvt_v2_demo", 3),
-        (2, 3, 32, 32),
-    ),
-    "i3d_to_frames": (
-        lambda: create_model("i3d", 3, channel_scale=0.125),
-        lambda: create_model("frames", 3, image_model="pvt_v2_demo"),
-        (2, 3, 8, 32, 32),
-    ),
+    "cnn_to_vit": (("convnext_demo", {}), ("pvt_v2_demo", {}), (2, 3, 32, 32)),
+    "i3d_to_frames": (("i3d", {"channel_scale": 0.125}), ("frames", {"image_model": "pvt_v2_demo"}), (2, 3, 8, 32, 32)),
     # Paper 2's generative KD needs teacher and student features of one shape (as in its official code): I3D → Top-I3D.
-    "i3d_to_top_i3d": (
-        lambda: create_model("i3d", 3, channel_scale=0.125),
-        lambda: create_model("top_i3d", 3, channel_scale=0.125),
-        (2, 3, 16, 64, 64),
-    ),
+    "i3d_to_top_i3d": (("i3d", {"channel_scale": 0.125}), ("top_i3d", {"channel_scale": 0.125}), (2, 3, 16, 64, 64)),
 }
 # Methods that cannot be built from (student, teacher) alone.
 TEST_KWARGS = {
@@ -47,41 +61,131 @@ TEST_KWARGS = {
 }
 # Methods tied to one architecture pair; every other method runs on all pairs.
 ONLY_PAIR = {"generative": "i3d_to_top_i3d", "generative_teacher": "i3d_to_top_i3d"}
+# Known bugs (docs in the report of issue 15): the predictor SimKD's checkpoint rebuilds has no `pretrained_cfg`, so
+# `actdistill eval` of a simkd run fails in `task.build_data` (B2).
+PREDICTOR_BUG = {"simkd": "B2: simkd_predictor (SimKDStudent) does not follow the model contract (no pretrained_cfg)"}
+
+
+def test_every_method_belongs_to_a_task_with_a_contract_test() -> None:
+    tasks = {METHODS.meta(n).get("task", "classification") for n in METHODS.names()}
+    assert tasks == set(TASK_KEYS) == {"classification", "pcl", "detection"}
+    assert {"vanilla", "kd", "generative"} <= set(CLASSIFICATION) and set(PCL) == {"pcl", "pcl_kd"}
+    assert {"detection", "detection_kd", "detection_generative_kd"} <= set(DETECTION)
 
 
 def _batch(shape: tuple[int, ...]) -> dict:
     return {"input": torch.randn(shape), "label": torch.tensor([0, 2]), "index": torch.tensor([3, 11])}
 
 
-@pytest.mark.parametrize("pair", sorted(PAIRS))
-@pytest.mark.parametrize("name", METHODS.names())
-def test_every_method_takes_a_step(name: str, pair: str) -> None:
-    if ONLY_PAIR.get(name, pair) != pair:
-        pytest.skip(f"{name} needs teacher and student features of one shape: runs on the {ONLY_PAIR[name]} pair")
-    torch.manual_seed(0)
-    make_teacher, make_student, shape = PAIRS[pair]
-    teacher, student = make_teacher(), make_student()
-    method = METHODS.get(name)(student, teacher, **TEST_KWARGS.get(name, {}))
-    method.train()
-    teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
+def _spec(name: str, kwargs: dict) -> dict:
+    return {"name": name, "num_classes": 3, "kwargs": dict(kwargs)}
+
+
+def check_method_contract(method, task: str, batch: dict, student: nn.Module, teacher: nn.Module | None) -> list:
+    """What every method of every task guarantees, checked on one pass of the engine's loop over one batch (every
+    stage); returns each stage's `StepOutput` as the loop saw it."""
+    uses_teacher = teacher is not None and method.teacher is teacher
+    assert not missing_keys(method.requires, TASK_KEYS[task] | CACHE_KEYS), "requires keys its task never provides"
+    teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()} if uses_teacher else {}
     student_before = [p.detach().clone() for p in student.parameters()]
     params = list(method.trainable_parameters())
     trainable = {id(p) for p in params}
     assert len(trainable) == len(params), "a parameter is listed twice"
-    assert not trainable & {id(p) for p in teacher.parameters()}
-    optimizer = torch.optim.SGD(params, lr=0.1)
-
-    out = method(_batch(shape))
-    assert torch.allclose(out.loss, sum(p.float() for p in out.parts.values()))
-    assert out.logits.shape == (2, 3)
-    out.loss.backward()
-    optimizer.step()
-
-    for key, value in teacher.state_dict().items():
-        assert torch.equal(value, teacher_before[key]), key  # BatchNorm statistics included
-    assert all(p.grad is None for p in teacher.parameters())
+    if teacher is not None:
+        assert not trainable & {id(p) for p in teacher.parameters()}
+    staged = {id(p) for stage in method.stages() for p in stage.parameters()}
+    assert staged <= trainable | {id(p) for p in method.parameters() if p.requires_grad}
+    method.train()
+    assert not uses_teacher or not teacher.training  # train() keeps the teacher in eval mode
+    run = engine_run(method, [batch], lr=0.1)
+    outs, step = [], run.replicas.step
+    run.replicas.step = lambda b, i: outs.append(step(b, i)) or outs[-1]  # what the loop back-propagates
+    stats = train_epoch(run)  # every stage, through engine.loop
+    assert len(outs) == len(method.stages())
+    for out in outs:
+        assert torch.allclose(out.loss, sum(p.float() for p in out.parts.values()))
+        assert out.logits.shape[0] == len(batch["input"]) and torch.isfinite(out.loss)
+    assert all(math.isfinite(v) for k, v in stats.items() if k.endswith("loss"))
+    for key, value in teacher_before.items():
+        assert torch.equal(value, teacher.state_dict()[key]), key  # BatchNorm statistics included
+    if uses_teacher:
+        assert all(p.grad is None for p in teacher.parameters()) and not teacher.training
     assert {id(p) for p in method.parameters() if p.grad is not None} <= trainable
     assert any(not torch.equal(a, b.detach()) for a, b in zip(student_before, student.parameters()))
+    return outs
+
+
+def check_predictor_rebuilds(method, student_spec: dict, teacher_spec: dict | None, *inputs: torch.Tensor) -> nn.Module:
+    """`predictor_spec` names a registered model whose weights are `predictor().state_dict()`'s and which scores
+    like `predictor()` (what `engine.evaluate.load_predictor` does with a checkpoint)."""
+    method.eval()
+    predictor = method.predictor()
+    spec = method.predictor_spec(student_spec, teacher_spec)
+    rebuilt = create_model(spec["name"], spec["num_classes"], pretrained=False, **spec.get("kwargs", {}))
+    rebuilt.load_state_dict(predictor.state_dict())
+    rebuilt.eval()
+    with torch.no_grad():
+        expected, got = predictor(*inputs), rebuilt(*inputs)
+    if isinstance(expected, dict):  # the detector's heads
+        expected, got = torch.cat(expected["cls"], 2), torch.cat(got["cls"], 2)
+    torch.testing.assert_close(got, expected)
+    return rebuilt
+
+
+@pytest.mark.parametrize("pair", sorted(PAIRS))
+@pytest.mark.parametrize("name", CLASSIFICATION)
+def test_every_classification_method_takes_a_step(name: str, pair: str) -> None:
+    if ONLY_PAIR.get(name, pair) != pair:
+        pytest.skip(f"{name} needs teacher and student features of one shape: runs on the {ONLY_PAIR[name]} pair")
+    torch.manual_seed(0)
+    (t_name, t_kwargs), (s_name, s_kwargs), shape = PAIRS[pair]
+    teacher, student = create_model(t_name, 3, **t_kwargs), create_model(s_name, 3, **s_kwargs)
+    method = METHODS.get(name)(student, teacher, **TEST_KWARGS.get(name, {}))
+    batch = _batch(shape)
+    outs = check_method_contract(method, "classification", batch, student, teacher)
+    assert all(out.logits.shape == (2, 3) for out in outs)
+    rebuilt = check_predictor_rebuilds(method, _spec(s_name, s_kwargs), _spec(t_name, t_kwargs), batch["input"])
+    if name in PREDICTOR_BUG and not hasattr(rebuilt, "pretrained_cfg"):
+        pytest.xfail(PREDICTOR_BUG[name])
+    # `actdistill eval` builds the test data from the rebuilt predictor's input statistics (engine/evaluate.py).
+    assert rebuilt.pretrained_cfg.mean == student.pretrained_cfg.mean and rebuilt.num_classes == 3
+
+
+@pytest.mark.parametrize("name", PCL)
+def test_every_pcl_method_takes_a_step(name: str) -> None:
+    torch.manual_seed(0)
+    student, teacher = pcl_pair()
+    batch = pcl_batch()
+    uses_teacher = METHODS.get(name).uses_teacher
+    method = build_method({"name": name, "k": 4}, student, teacher if uses_teacher else None, num_data=8)
+    bank = method.bank1.memory.clone()
+    (out,) = check_method_contract(method, "pcl", batch, student, teacher)
+    assert out.logits.shape == (4, 5) and {"ce", "con"} <= set(out.parts)
+    assert ("kd" in out.parts) == uses_teacher
+    assert not torch.equal(bank[:4], method.bank1.memory[:4]) and torch.equal(bank[4:], method.bank1.memory[4:])
+    spec = {"name": "pcl", "num_classes": 5, "kwargs": {"backbone": "r3d_10",
+                                                        "backbone_kwargs": {"channel_scale": 0.0625}}}  # fmt: skip
+    check_predictor_rebuilds(method, spec, None, batch["input"])
+    with pytest.raises(ActdistillError, match="student.name=pcl"):
+        build_method({"name": name}, create_model("r3d_10", 5, channel_scale=0.0625), teacher, num_data=8)
+
+
+@pytest.mark.parametrize("name", DETECTION)
+def test_every_detection_method_takes_a_step(name: str) -> None:
+    torch.manual_seed(0)
+    student, teacher = detector_pair(attention=True)
+    student.set_input_stats(torch.zeros(6), torch.ones(6))
+    batch = detection_batch()
+    uses_teacher = METHODS.get(name).uses_teacher
+    method = build_method({"name": name}, student, teacher if uses_teacher else None)
+    outs = check_method_contract(method, "detection", batch, student, teacher)
+    assert all(out.logits.shape == (2, 2, 24 + 12 + 6 + 3) for out in outs)  # (B, K, positions of 4 levels)
+    assert {"cls", "reg", "bg"} <= set(outs[-1].parts)  # attention students also learn on F_bg
+    spec = {"name": "temporal_detector", "num_classes": 2,
+            "kwargs": {"in_channels": 6, "preset": "small", "attention": True, "embed_dim": 16}}  # fmt: skip
+    check_predictor_rebuilds(method, spec, None, batch["input"], batch["mask"])
+    with pytest.raises(ActdistillError, match="temporal detector"):
+        build_method({"name": name}, create_model("pvt_v2_demo", 2), teacher if uses_teacher else None)
 
 
 # ------------------------------------------------------------------------------------------------ toy models

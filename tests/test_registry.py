@@ -103,7 +103,9 @@ def test_unknown_hyper_parameter_is_refused_with_a_suggestion():
 def test_unknown_names_suggest_close_ones():
     with pytest.raises(ActdistillError, match=r"unknown method 'pcl_kdd'\. Did you mean: pcl_kd"):
         METHODS.get("pcl_kdd")
-    with pytest.raises(ActdistillError, match=r"unknown dataset 'detection_feature'\. Did you mean: detection_features"):
+    with pytest.raises(
+        ActdistillError, match=r"unknown dataset 'detection_feature'\. Did you mean: detection_features"
+    ):
         DATASETS.get("detection_feature")
     with pytest.raises(ActdistillError, match=r"Run `actdistill list models`"):
         MODELS.get("no_such_model_xyz")

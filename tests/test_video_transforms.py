@@ -41,9 +41,13 @@ def test_train_transform_draws_once_per_clip(flow):
 def test_replay_is_deterministic():
     clip = torch.randint(0, 256, (4, 3, 40, 52), dtype=torch.uint8)
     tf = build_video_transform(True, 32, color_jitter=True)
-    outs = [tf(clip) for _ in range(5)]
-    params = tf.last_params
-    assert torch.equal(tf.apply(clip, params), outs[-1])
+    params: dict = {"steps": []}
+    x = clip
+    for step in tf.transforms:  # draw each step's parameters on the clip it will see, then apply them all at once
+        drawn = step.sample_params(x, torch.Generator().manual_seed(3))
+        params["steps"].append(drawn)
+        x = step.apply(x, drawn)
+    assert torch.equal(tf.apply(clip, params), x)
     torch.manual_seed(1)
     a = tf(clip)
     torch.manual_seed(1)
@@ -97,8 +101,8 @@ def test_crops_and_resize():
     clip = torch.arange(2 * 3 * 6 * 8, dtype=torch.uint8).view(2, 3, 6, 8)
     assert torch.equal(CenterCrop(4)(clip), clip[..., 1:5, 2:6])
     rc = RandomCrop((3, 5))
-    out = rc(clip)
-    p = rc.last_params
+    p = rc.sample_params(clip, torch.Generator().manual_seed(0))
+    out = rc(clip, torch.Generator().manual_seed(0))  # the same draw from the same generator state
     assert torch.equal(out, clip[..., p["top"] : p["top"] + 3, p["left"] : p["left"] + 5])
     assert ShortSideResize(3)(clip).shape == (2, 3, 3, 4)
     with pytest.raises(ActdistillError, match="smaller than the crop"):

@@ -1,10 +1,9 @@
 """Clip transforms on `(T, C, H, W)` uint8 frames: one random draw per clip, the same on every frame.
 
 Every transform splits into `sample_params(clip, rng) -> dict` (JSON-friendly numbers) and a deterministic
-`apply(clip, params)`; calling it draws, applies and keeps the draw in `last_params`, so a teacher-output cache
-can replay exactly the same view later (`VideoCompose.apply(clip, compose.last_params)`). `ToNormalizedClip` is
-the one final step to `(C, T, H, W)` float32. Randomness comes from `torch` (the global generator, which
-`SeededView` seeds per sample, or an explicit `torch.Generator`).
+`apply(clip, params)`; calling it draws and applies. Randomness comes from `torch` (the global generator, which
+`SeededView` seeds per (seed, epoch, index), so a view is replayed by drawing again; or an explicit
+`torch.Generator`). `ToNormalizedClip` is the one final step to `(C, T, H, W)` float32.
 """
 
 from __future__ import annotations
@@ -43,8 +42,6 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
 class VideoTransform:
     """Base class: `sample_params` draws (nothing by default), `apply` is deterministic given the params."""
 
-    last_params: Params = {}
-
     def sample_params(self, clip: Tensor, rng: torch.Generator | None = None) -> Params:
         return {}
 
@@ -52,26 +49,23 @@ class VideoTransform:
         raise NotImplementedError
 
     def __call__(self, clip: Tensor, rng: torch.Generator | None = None) -> Tensor:
-        self.last_params = self.sample_params(clip, rng)
-        return self.apply(clip, self.last_params)
+        return self.apply(clip, self.sample_params(clip, rng))
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "last_params")
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({args})"
 
 
 class VideoCompose(VideoTransform):
-    """Transforms in order; `last_params` is the list of each step's draw, `apply(clip, that list)` replays it."""
+    """Transforms in order, each drawing on the clip its predecessor produced; `apply(clip, {"steps": [...]})`
+    applies given draws."""
 
     def __init__(self, transforms: Sequence[VideoTransform]) -> None:
         self.transforms = list(transforms)
 
     def __call__(self, clip: Tensor, rng: torch.Generator | None = None) -> Tensor:
-        params = []
         for t in self.transforms:
             clip = t(clip, rng)
-            params.append(t.last_params)
-        self.last_params = {"steps": params}
         return clip
 
     def apply(self, clip: Tensor, params: Params) -> Tensor:

@@ -113,27 +113,6 @@ def dkd_loss(
     return alpha * tckd + beta * nckd
 
 
-def nkd_loss(
-    logits_s: Tensor, logits_t: Tensor, target: Tensor, temperature: float = 1.0, gamma: float = 1.5
-) -> Tensor:
-    """NKD (Yang et al., ICCV-23; cls_KD `dis_losses/nkd.py`).
-
-    `L = −mean_b p_t,g·log p_s,g − γ·T²·mean_b Σ_{c≠g} p̂_t,c^T·log p̂_s,c^T`, with p at T=1, p̂^T the softmax of the
-    non-target logits at temperature T, g the target. `logits_*`: `(B, K)`; `target`: `(B,)`. Averaged over samples.
-    """
-    b, k = logits_s.shape
-    target = target.reshape(-1).long()
-    non_target = ~F.one_hot(target, k).bool()
-    z_s, z_t = logits_s.float(), logits_t.float()
-    log_p_s_gt = F.log_softmax(z_s, dim=-1).gather(1, target[:, None]).squeeze(1)
-    p_t_gt = F.softmax(z_t, dim=-1).gather(1, target[:, None]).squeeze(1)
-    target_term = -(p_t_gt * log_p_s_gt).mean()
-    log_hat_s = F.log_softmax(z_s[non_target].view(b, k - 1) / temperature, dim=-1)
-    hat_t = F.softmax(z_t[non_target].view(b, k - 1) / temperature, dim=-1)
-    non_target_term = -(hat_t * log_hat_s).sum(dim=-1).mean() * temperature**2
-    return target_term + gamma * non_target_term
-
-
 def _pearson(a: Tensor, b: Tensor, dim: int, eps: float = 1e-8) -> Tensor:
     """Pearson correlation along `dim`: cos(a − mean a, b − mean b), with `eps` added to the norm product."""
     a = a - a.mean(dim=dim, keepdim=True)
