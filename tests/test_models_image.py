@@ -93,7 +93,7 @@ def test_hub_failure_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
         raise OSError("We couldn't connect to 'https://huggingface.co'")
 
     monkeypatch.setattr(timm, "create_model", offline)
-    with pytest.raises(ActdistillError, match=r"Hugging Face hub.*pretrained=/path/to/file"):
+    with pytest.raises(ActdistillError, match=r"Hugging Face hub.*student\.pretrained \(or teacher\.pretrained\)"):
         create_model("pvt_v2_b2_li", 40, pretrained=True)
 
 

@@ -309,7 +309,7 @@ def test_kinetics_checkpoint_with_other_class_count(tmp_path) -> None:
 
 
 def test_pretrained_errors_are_user_facing(tmp_path, monkeypatch) -> None:
-    with pytest.raises(ActdistillError, match="pretrained=<path>"):
+    with pytest.raises(ActdistillError, match="student.pretrained"):
         i3d_mod.i3d(5, pretrained=True)
     with pytest.raises(ActdistillError, match="missing.pth"):
         MODELS.get("c3d")(5, pretrained=str(tmp_path / "missing.pth"))

@@ -78,7 +78,9 @@ def c3d(num_classes: int = 101, pretrained: bool | str = False, **kwargs: Any) -
     """C3D-BN (P3 backbone, PCL's definition); `(B, 3, 16, 112, 112)` → `(B, K)`."""
     model = C3D(num_classes, **kwargs)
     if pretrained is True:
-        raise ActdistillError("c3d has no downloadable weights; pass pretrained=<path to a C3D state dict>")
+        raise ActdistillError(
+            "c3d has no downloadable weights; set student.pretrained (or teacher.pretrained) to a C3D state dict file"
+        )
     if pretrained:
         from actdistill.models.inflate import load_adapted, read_state_dict
 

@@ -132,8 +132,8 @@ def create_timm(
         cfg = get_pretrained_cfg(name)
         if cfg is None or not cfg.has_weights:
             raise ActdistillError(
-                f"timm model '{name}' has no pretrained weights; pass pretrained=False or a local checkpoint "
-                "with pretrained=/path/to/file.pth|.safetensors"
+                f"timm model '{name}' has no pretrained weights; set student.pretrained (or teacher.pretrained) to "
+                "false or to a local .pth or .safetensors file"
             )
     if img_size is not None:
         kwargs["img_size"] = img_size
@@ -143,7 +143,7 @@ def create_timm(
         if pretrained and _is_hub_error(exc):
             raise ActdistillError(
                 f"could not download pretrained weights '{name}' from the Hugging Face hub ({type(exc).__name__}); "
-                "pass a local checkpoint with pretrained=/path/to/file.pth|.safetensors"
+                "set student.pretrained (or teacher.pretrained) to a local .pth or .safetensors file"
             ) from exc
         raise
     return TimmAdapter(model, input_size=(3, img_size, img_size) if img_size else None)
@@ -258,8 +258,8 @@ def _register_demo(name: str, role: str, base: str, overrides: dict[str, Any]) -
     def factory(num_classes: int, pretrained: bool = False, *, img_size: int = _DEMO_SIZE, **kwargs: Any) -> nn.Module:
         if pretrained:
             raise ActdistillError(
-                f"model '{name}' is a demo preset without pretrained weights; pass pretrained=False or a local "
-                "checkpoint with pretrained=/path/to/file.pth|.safetensors"
+                f"model '{name}' is a demo preset without pretrained weights; set student.pretrained (or "
+                "teacher.pretrained) to false or to a local .pth or .safetensors file"
             )
         if name == "mvitv2_demo":
             model = _mvitv2_demo(num_classes, img_size, overrides, **kwargs)

@@ -66,7 +66,7 @@ def _kinetics_net(arch: str, num_classes: int, pretrained: bool, weights: str) -
     except Exception as err:  # download or hash failure, typically offline
         raise ActdistillError(
             f"could not fetch torchvision's Kinetics-400 weights for {arch} ({type(err).__name__}); download "
-            f"{weights} where there is internet and pass pretrained=<path to the .pth file>"
+            f"{weights} where there is internet and set student.pretrained (or teacher.pretrained) to that .pth file"
         ) from err
 
 

@@ -134,7 +134,9 @@ class PCLResNet(nn.Module):
 
 def _load_own(model: nn.Module, pretrained: bool | str, name: str, first_conv: str) -> nn.Module:
     if pretrained is True:
-        raise ActdistillError(f"{name} has no downloadable weights; pass pretrained=<path to a {name} state dict>")
+        raise ActdistillError(
+            f"{name} has no downloadable weights; set student.pretrained (or teacher.pretrained) to a {name} state dict file"
+        )
     if pretrained:
         load_adapted(
             model,
@@ -182,7 +184,7 @@ class TorchvisionVideoResNet(nn.Module):
             except Exception as err:  # download or hash failure, typically offline
                 raise ActdistillError(
                     f"could not fetch torchvision's Kinetics-400 weights for {arch} ({type(err).__name__}); download "
-                    f"them where there is internet and pass pretrained=<path to the .pth file>"
+                    f"them where there is internet and set student.pretrained (or teacher.pretrained) to that .pth file"
                 ) from err
             if num_classes != 400:
                 warnings.warn(
