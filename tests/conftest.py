@@ -199,19 +199,30 @@ def detection_batch(channels: int = 6, length: int = 24, seed: int = 0) -> dict[
 # --- the engine's loop on in-memory batches ------------------------------------------------------------------------
 
 
-def engine_run(method: torch.nn.Module, batches: list[dict[str, Any]], *, lr: float = 0.1, **train: Any):
-    """A `Run` around `method` whose training loader is `batches`: one optimiser per stage (with the stage's own
-    settings, as `engine.build.build_run`), constant LR, single process, CPU, fp32. `train`: `TrainConfig` fields."""
+def engine_run(
+    method: torch.nn.Module,
+    batches: list[dict[str, Any]],
+    *,
+    lr: float = 0.1,
+    optim: dict[str, Any] | None = None,
+    replicas: Any = None,
+    find_unused: bool = False,
+    **train: Any,
+):
+    """A `Run` around `method` whose training loader is `batches`: one optimiser per stage (SGD at `lr`, or `optim`
+    fields, plus the stage's own settings, as `engine.build.build_run`), constant LR, CPU, fp32. `train`:
+    `TrainConfig` fields; `replicas`: a (distributed) `Replicas`, wrapped here (single process by default)."""
     from actdistill.config import Config, OptimConfig, SchedConfig
     from actdistill.engine.build import Run
-    from actdistill.engine.distributed import DistContext, Replicas
+    from actdistill.engine.distributed import Replicas
     from actdistill.engine.optim import Schedule, build_optimizer
 
-    cfg = Config(optim=OptimConfig(lr=lr, weight_decay=0.0), sched=SchedConfig(name="none"))
+    cfg = Config(optim=OptimConfig(lr=lr, weight_decay=0.0, **(optim or {})), sched=SchedConfig(name="none"))
     cfg.train = dataclasses.replace(cfg.train, progress=False, device="cpu", precision="fp32", **train)
-    device, ctx = torch.device("cpu"), DistContext()
-    replicas = Replicas(ctx, device)
-    replicas.wrap(method, find_unused=False)
+    device = torch.device("cpu")
+    replicas = replicas or Replicas(None, device)
+    ctx = replicas.ctx
+    replicas.wrap(method, find_unused=find_unused)
     optimizers, schedules = {}, {}
     for stage in method.stages():
         optim_cfg = dataclasses.replace(cfg.optim, **(getattr(stage, "optim", None) or {}))

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from conftest import detection_batch, detector_pair
 
 from actdistill.detect.methods import (
     AttentionKD,
@@ -40,22 +41,13 @@ torch.set_num_threads(1)
 
 
 def _batch(channels: int = 6, length: int = 24) -> dict:
-    g = torch.Generator().manual_seed(0)
-    mask = torch.ones(2, length, dtype=torch.bool)
-    mask[1, 20:] = False
-    return {
-        "input": torch.randn(2, channels, length, generator=g),
-        "mask": mask,
-        "segments": [torch.tensor([[3.0, 9.0]]), torch.tensor([[10.0, 16.0]])],
-        "labels": [torch.tensor([0]), torch.tensor([1])],
-    }
+    return detection_batch(channels, length)  # every key of a detection batch (conftest)
 
 
 def _pair(attention: bool = False, same: bool = False):
+    """(student, teacher): a small 16-wide and a large 32-wide detector over 6-d features, 2 classes (conftest)."""
     torch.manual_seed(0)
-    teacher = build_detector("large", 6, 2, attention=attention, embed_dim=32)
-    student = copy.deepcopy(teacher) if same else build_detector("small", 6, 2, attention=attention, embed_dim=16)
-    return student, teacher
+    return detector_pair(attention, same)
 
 
 def test_binary_kd_hand_value():

@@ -13,15 +13,14 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import engine_run, train_epoch
 
 from actdistill.config import load_config
 from actdistill.data.build import EpochBatchSampler, shard_range
-from actdistill.data.synthetic_image import write_synthetic_stanford40
 from actdistill.distill.base import Distiller, Stage, make_output
 from actdistill.distill.relation import CRD
 from actdistill.engine.distributed import DistContext, Replicas, unused_parameters
 from actdistill.engine.fit import fit
-from actdistill.engine.loop import train_one_epoch
 from actdistill.errors import ActdistillError
 from actdistill.models import create_model
 from actdistill.utils.checkpoint import load_weights
@@ -45,9 +44,8 @@ COMMON = [
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth") / "stanford40"
-    return write_synthetic_stanford40(root, num_classes=3, train_per_class=8, test_per_class=4, image_size=32, seed=0)
+def data_root(tiny_stanford40):
+    return tiny_stanford40
 
 
 def _free_port() -> int:
@@ -89,22 +87,26 @@ def test_two_processes_match_one_process(data_root, tmp_path):
     ~2e-6 relative, the KD part (a KL between nearly equal distributions, so a difference of close numbers) to
     ~1.3e-5, weights after 6 AdamW steps to ~2e-5 absolute (AdamW's normalisation magnifies tiny differences of
     near-zero gradients). Tolerances: 1e-4 relative on losses, 1e-4 absolute on weights; a real error (summed
-    instead of averaged gradients, a different sample order) moves them by 1e-2 or more. Test metrics are gathered
-    from the two shards and must equal the single-process ones exactly.
+    instead of averaged gradients, a different sample order) moves them by 1e-2 or more. Validation and test metrics
+    are gathered from the shards and must equal the single-process ones exactly; best.pt is chosen on the validation
+    split (carved out of train the same way in every process).
     """
     root = f"data.root={data_root}"
-    single = fit(load_config(None, [root, *COMMON, "data.batch_size=8", f"train.out_dir={tmp_path / 'one'}"]))
+    common = [*COMMON, "data.val_fraction=0.25"]
+    single = fit(load_config(None, [root, *common, "data.batch_size=8", f"train.out_dir={tmp_path / 'one'}"]))
     out = tmp_path / "two"
-    args = [root, *COMMON, "data.batch_size=4", f"train.out_dir={out}", "train.tensorboard=true"]
+    args = [root, *common, "data.batch_size=4", f"train.out_dir={out}", "train.tensorboard=true"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1"]
     cmd += ["--master-port", str(_free_port()), "-m", "actdistill", "train", *args]
     proc = subprocess.run(cmd, env=_child_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     double = json.loads((out / "results.json").read_text())
     assert double["world_size"] == 2 and double["global_batch"] == 8 == single["global_batch"]
+    assert double["selected_on"] == single["selected_on"] == "val" and double["best"]["epoch"] == single["best"]["epoch"]
     for a, b in zip(single["history"], double["history"]):
         for key in ("loss", "ce", "kd", "acc"):
             assert b["train"][key] == pytest.approx(a["train"][key], rel=1e-4), key
+        assert b["val"] == pytest.approx(a["val"], abs=1e-9)
         assert b["test"] == pytest.approx(a["test"], abs=1e-9)
     assert double["per_class_ap"] == pytest.approx(single["per_class_ap"], abs=1e-9)
     assert double["confusion_matrix"] == single["confusion_matrix"]
@@ -188,15 +190,12 @@ class _TwoStage(Distiller):
 def _two_stage_run(replicas: Replicas, batches: list[dict]) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     method = _TwoStage(create_model("pvt_v2_demo", 3))
-    replicas.wrap(method, find_unused=True)  # each stage leaves the other's parameters without gradients
-    optimizers = {
-        s.name: torch.optim.SGD(s.parameters(), lr=0.05) for s in method.stages()
-    }  # no Adam: keeps diffs ~fp noise
+    # Plain SGD (no momentum, no Adam: keeps the differences at float noise); each stage leaves the other's
+    # parameters without gradients, hence find_unused.
+    run = engine_run(method, batches, lr=0.05, optim={"momentum": 0.0}, replicas=replicas, find_unused=True,
+                     accumulate_steps=2)  # fmt: skip
     for epoch in (1, 2):
-        train_one_epoch(
-            method, batches, optimizers, device=torch.device("cpu"), amp_dtype=None, epoch=epoch,
-            progress=False, accumulate_steps=2, replicas=replicas,
-        )  # fmt: skip
+        train_epoch(run, epoch)
     return {k: v.detach().clone() for k, v in method.state_dict().items()}
 
 
@@ -216,7 +215,7 @@ def _worker(rank: int, port: int, out: str) -> None:
         for step in range(2):
             index = torch.arange(4) + 4 * rank + 8 * step
             batch = {"input": torch.randn(4, 3, 32, 32), "label": index % 3, "index": index}
-            step_out = replicas.forward(0, method.stages()[0], batch)
+            step_out = replicas.step(batch, 0)
             opt.zero_grad()
             step_out.loss.backward()
             opt.step()

@@ -56,12 +56,18 @@ def pcl_overrides(root: Path) -> list[str]:
 
 
 def detection_overrides(feats: Path, synth: Path) -> list[str]:
-    """Data overrides of the synthetic detection set (features of a 1/16-width I3D, 16-step crops)."""
+    """Data overrides of the synthetic detection set (features of a 1/16-width I3D, 32-step crops).
+
+    32 steps, not 16: the coarsest pyramid level then has 4 positions, not 2. GroupNorm over 2 positions of one
+    channel returns ±1 whatever the inputs, and its gradient is so ill-conditioned that float round-off alone
+    moves the 1-vs-2-process comparison by 1e-4.
+    """
     return [
         f"data.root={feats}",
         f"data.annotations={synth / 'annotations'}",
         f"data.classes={synth / 'classes.txt'}",
-        "data.crop_len=16",
+        "data.crop_len=32",
+        "data.num_workers=0",
         "sched.warmup_epochs=1",
         "train.epochs=2",
         "train.eval_every=1",
@@ -76,12 +82,13 @@ def write_pcl_data(root: Path) -> Path:
 
 
 def write_detection_data(root: Path, num_val: int = 4) -> tuple[Path, Path]:
-    """(feature folder, synthetic dataset folder): `num_val` training videos, 2 test videos, 16 px, I3D features."""
+    """(feature folder, synthetic dataset folder): `num_val` training videos, 2 test videos (8-10 s: 40-50 feature
+    steps of unequal lengths), 16 px, features of a 1/16-width I3D."""
     from actdistill.detect.features import extract_features, load_backbone
     from actdistill.detect.synthetic import write_synthetic_detection
 
     synth = write_synthetic_detection(
-        root / "synth", num_val=num_val, num_test=2, size=16, seconds=(4.0, 6.0), segment_seconds=(1.0, 2.0), seed=1
+        root / "synth", num_val=num_val, num_test=2, size=16, seconds=(8.0, 10.0), segment_seconds=(1.0, 3.0), seed=1
     )
     torch.manual_seed(0)
     backbone = load_backbone("i3d", 5, channel_scale=0.0625)
@@ -191,26 +198,40 @@ def detection_teacher(tmp_path_factory):
 
 
 def test_generative_detection_kd_two_processes_match_one_process(detection_teacher, tmp_path):
+    """Paper 2's generative detection KD (both stages) from a generative-teacher run, 2 × 1 vs 1 × 2 videos.
+
+    The recipe's AdamW is replaced by SGD for the attention stage (the generative stage keeps the method's Adam):
+    the detector's convolution biases feed a one-channel-per-group GroupNorm that cancels them, so their gradient is
+    zero up to round-off, and AdamW turns round-off into ±lr steps (measured: 2e-3 apart after 2 epochs with no
+    other difference). Test videos have 48 and 47 feature steps: evaluation pads one of them in one process, not
+    in two.
+    """
     feats, synth, teacher = detection_teacher
     recipe = str(REPO / "configs/detection/synth_student_gen.yaml")
     kd = [*detection_overrides(feats, synth), "student.kwargs={preset: small, attention: true, embed_dim: 16}",
-          f"teacher.checkpoint={teacher}", f"method.teacher_extras={teacher}"]  # fmt: skip
+          f"teacher.checkpoint={teacher}", f"method.teacher_extras={teacher}", "optim.name=sgd", "optim.lr=0.01"]
     single = fit(load_config(recipe, [*kd, "data.batch_size=2", f"train.out_dir={tmp_path / 'one'}"]))
     out = tmp_path / "two"
     proc = torchrun([recipe, *kd, "data.batch_size=1", f"train.out_dir={out}"])
     assert "no CVAE" not in proc.stdout + proc.stderr  # the teacher CVAE came from the teacher run
+    assert_only_rank0_wrote(out, proc, 2, ["epoch_0001.pt", "epoch_0002.pt", "last.pt"])
     double = json.loads((out / "results.json").read_text())
     assert double["world_size"] == 2 and double["global_batch"] == 2 == single["global_batch"]
+    wrong = []
     for a, b in zip(single["history"], double["history"], strict=True):
         keys = set(a["train"]) - {"skipped", "data_time_s", "step_time_s"}
         assert keys == set(b["train"]) - {"skipped", "data_time_s", "step_time_s"}
         assert {"generative/kd_gen", "attention/att", "attention/cls", "attention/reg"} <= keys, sorted(keys)
         for key in sorted(keys):
-            assert b["train"][key] == pytest.approx(a["train"][key], rel=1e-4, abs=1e-7), (b["epoch"], key)
-        assert b["test"]["average_map"] == pytest.approx(a["test"]["average_map"], abs=1e-4)
-    assert double["map"] == pytest.approx(single["map"], abs=1e-4)
-    assert max_weight_difference(tmp_path / "one" / "student_last.safetensors", out / "student_last.safetensors") < 1e-4
-    assert_only_rank0_wrote(out, proc, 2, ["epoch_0001.pt", "epoch_0002.pt", "last.pt"])
+            if b["train"][key] != pytest.approx(a["train"][key], rel=1e-4, abs=1e-6):
+                wrong.append(f"epoch {a['epoch']} train {key}: 1 process {a['train'][key]:.6g}, 2: {b['train'][key]:.6g}")
+        if b["test"]["average_map"] != pytest.approx(a["test"]["average_map"], abs=1e-4):
+            wrong.append(f"epoch {a['epoch']} test average_map: 1 process {a['test']['average_map']:.6g}, "
+                         f"2: {b['test']['average_map']:.6g}")  # fmt: skip
+    weights = max_weight_difference(tmp_path / "one" / "student_last.safetensors", out / "student_last.safetensors")
+    if weights >= 1e-4:
+        wrong.append(f"final student weights differ by {weights:.3g}")
+    assert not wrong, "2 processes differ from 1:\n" + "\n".join(wrong)
 
 
 # --- what the equality above rests on, checked in one process (fast, and it names the part that breaks it) -------
@@ -224,10 +245,9 @@ def test_detector_output_does_not_depend_on_padding():
     torch.manual_seed(0)
     model = build_detector("small", 6, 3, attention=True, embed_dim=16).eval()
     x = torch.randn(1, 6, 27)
-    alone = model(x, torch.ones(1, 27, dtype=torch.bool))
-    padded_x = torch.cat([x, torch.zeros(1, 6, 5)], dim=2)
-    padded = model(padded_x, torch.arange(32)[None] < 27)
     with torch.no_grad():
+        alone = model(x, torch.ones(1, 27, dtype=torch.bool))
+        padded = model(torch.cat([x, torch.zeros(1, 6, 5)], dim=2), torch.arange(32)[None] < 27)
         for key in ("cls", "reg"):
             for level, (a, b) in enumerate(zip(alone[key], padded[key])):
                 diff = float((a - b[..., : a.shape[-1]]).abs().max())
@@ -257,7 +277,8 @@ def test_generative_detection_stages_draw_noise_per_sample():
     batch = {
         "input": torch.randn(2, 6, 16, generator=g),
         "mask": torch.ones(2, 16, dtype=torch.bool),
-        "segments": [torch.tensor([[2.0, 7.0]]), torch.tensor([[8.0, 14.0]])],
+        # The same segment in both: equal positive counts, so each half's normalisers equal the whole batch's.
+        "segments": [torch.tensor([[3.0, 9.0]]), torch.tensor([[3.0, 9.0]])],
         "labels": [torch.tensor([0]), torch.tensor([1])],
         "index": torch.tensor([0, 1]),
     }
@@ -270,5 +291,5 @@ def test_generative_detection_stages_draw_noise_per_sample():
             torch.manual_seed(7)  # every process seeds its RNG alike
             parts.append(stage.forward(half))
         for key, value in whole.parts.items():
-            mean = (float(parts[0].parts[key]) + float(parts[1].parts[key])) / 2
-            assert mean == pytest.approx(float(value), rel=1e-5), (stage.name, key)
+            mean = (float(parts[0].parts[key].detach()) + float(parts[1].parts[key].detach())) / 2
+            assert mean == pytest.approx(float(value.detach()), rel=1e-5), (stage.name, key)

@@ -11,22 +11,26 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from conftest import engine_run, train_epoch
+from torch import nn
+
 from actdistill.config import OptimConfig, load_config
 from actdistill.distill.generative import (
     CVAE,
     CVAE_OPTIM,
     AttentionModule,
     Generative,
+    GenerativeStages,
     GenerativeTeacher,
     attention_weighted_feature,
     classification_loss,
-    cvae_loss,
     group_count,
     kl_to_prior,
     recon_weight,
 )
-from actdistill.engine.fit import check_method
-from actdistill.engine.loop import only_stage_trainable, train_one_epoch
+from actdistill.engine.build import method_params
+from actdistill.engine.fit import check_config
+from actdistill.engine.loop import only_stage_trainable
 from actdistill.engine.optim import build_optimizer
 from actdistill.errors import ActdistillError
 from actdistill.models import create_model
@@ -114,10 +118,19 @@ def test_kl_against_hand_values() -> None:
     # the mean over entries: [that element, a zero-KL element] halves it
     two = kl_to_prior(torch.tensor([1.0, 0.5]), torch.tensor([math.log(2.0), 0.0]), torch.tensor([0.0, 0.5]))
     assert float(two) == pytest.approx(0.5 * (1 - 0.5 * math.log(2.0)), rel=1e-6)
-    # L_cvae = MSE + 0.1·KL
-    f, fh = torch.tensor([1.0, 3.0]), torch.tensor([0.0, 3.0])
-    total = cvae_loss(f, fh, torch.tensor([1.0]), torch.tensor([math.log(2.0)]), torch.tensor([0.0]))
-    assert float(total) == pytest.approx(0.5 + 0.1 * (1 - 0.5 * math.log(2.0)), rel=1e-6)
+    # L_cvae = MSE + 0.1·KL (eq. 5): the two parts of stage 1, `GenerativeStages.cvae_terms`, on a CVAE whose output
+    # is fixed (F̂ = [0, 3], μ = 1, logσ² = ln 2) for F = [1, 3] and the prior mean λ = Aᵀ = 0.
+    class FixedCVAE(nn.Module):
+        def forward(self, feature, attention):
+            return torch.tensor([[0.0, 3.0]]), torch.ones(1, 1, 1), torch.full((1, 1, 1), math.log(2.0))
+
+    stages = GenerativeStages(nn.Identity())
+    stages.setup_stages(FixedCVAE(), kl_weight=0.1, recon_weight_mode="code", recon_max_weight=0.5,
+                        recon_ramp_epochs=20, use_recon=True)  # fmt: skip
+    _, parts = stages.cvae_terms(torch.tensor([[1.0, 3.0]]), torch.zeros(1, 1, 1), None)
+    assert float(parts["cvae_mse"]) == pytest.approx(0.5, rel=1e-6)
+    assert float(parts["cvae_kld"]) == pytest.approx(0.1 * (1 - 0.5 * math.log(2.0)), rel=1e-6)
+    assert float(sum(parts.values())) == pytest.approx(0.5 + 0.1 * (1 - 0.5 * math.log(2.0)), rel=1e-6)
 
 
 def test_recon_weight_ramp_and_paper_mode() -> None:
@@ -185,10 +198,10 @@ def test_engine_two_stages_keep_teacher_bitwise() -> None:
     m = Generative(student, teacher, input_size=CLIP)
     teacher_before, side_before = _snapshot(m.teacher), _snapshot(m.teacher_side)
     cvae_before, att_before = _snapshot(m.cvae), _snapshot(m.attention)
-    optimizers = {s.name: _optimizer(s) for s in m.stages()}
-    stats = train_one_epoch(
-        m, [_batch(0), _batch(1)], optimizers, device=torch.device("cpu"), amp_dtype=None, epoch=1, progress=False
-    )
+    run = engine_run(m, [_batch(0), _batch(1)], lr=0.1)  # one optimiser per stage, stage 1's own Adam settings
+    assert isinstance(run.optimizers["generative"], torch.optim.Adam)
+    assert run.optimizers["generative"].defaults["lr"] == 1e-4 and run.optimizers["attention"].defaults["lr"] == 0.1
+    stats = train_epoch(run)
     for key in ("generative/cvae_mse", "generative/cvae_kld", "generative/kd_gen", "attention/clf", "attention/recon"):
         assert key in stats and math.isfinite(stats[key])
     assert stats["attention/recon_weight"] == pytest.approx(0.025)
@@ -282,7 +295,8 @@ def test_video_configs_load_and_name_valid_hyperparameters(path: Path) -> None:
     import actdistill.distill  # noqa: F401  (registers the baseline methods)
 
     cfg = load_config(path)
-    cls, params = check_method(cfg.method)
+    check_config(cfg)  # ranges, the method for the dataset's task, metric names (no data is read)
+    cls, params = method_params(cfg.method)
     if cls in (Generative, GenerativeTeacher):
         assert list(params["input_size"]) == [cfg.data.clip_len, cfg.data.image_size, cfg.data.image_size]
     if path.name.startswith(("ucf101", "hmdb51")):

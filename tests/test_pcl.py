@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -9,22 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from actdistill.models import create_model
-from actdistill.ssl import (
-    MemoryBank,
-    PCLNet,
-    apply_pretext,
-    convergence_summary,
-    epochs_to,
-    in_batch_infonce,
-    pcl_contrastive_loss,
-    pcl_kd_loss,
-    pcl_loss,
-    permute_quadrants,
-    remote_clip_start,
-    residual_frames,
-    tuple_starts,
-    tuple_total,
-)
+from actdistill.models.pcl_net import PCLNet, residual_frames
+from actdistill.ssl.convergence import convergence_summary, epochs_to
+from actdistill.ssl.pcl import MemoryBank, in_batch_infonce, pcl_contrastive_loss, pcl_kd_loss, pcl_loss
+from actdistill.ssl.pretext import apply_pretext, permute_quadrants, remote_clip_start, tuple_starts, tuple_total
 
 
 def _clip(c: int = 2, t: int = 8, h: int = 4, w: int = 6) -> torch.Tensor:
@@ -132,18 +121,17 @@ def test_remote_clip_side_and_distance() -> None:
 
 
 def test_tuple_dataset_uses_pcls_remote_rule(monkeypatch) -> None:
-    import actdistill.ssl.train as train_mod
-
+    import actdistill.ssl.dataset as dataset_mod
     from actdistill.data.manifest import VideoRecord
 
     def fake_frames(path, indices):
         return torch.zeros(len(list(indices)), 3, 4, 4, dtype=torch.uint8)
 
-    monkeypatch.setattr(train_mod, "read_frames", fake_frames)
+    monkeypatch.setattr(dataset_mod, "read_frames", fake_frames)
     records = [VideoRecord(f"v{i}.avi", 0, 150 + (i % 3) * 36, 25.0) for i in range(30)]
-    ds = train_mod.PCLTupleDataset("/nonexistent", records, train=False)
-    labels = [ds[i][1] for i in range(len(ds))]
-    assert labels == [_pcl_sample(r.num_frames, random.Random(ds._rng_seed(i)))[1] for i, r in enumerate(records)]
+    ds = dataset_mod.PCLTupleDataset("/nonexistent", records, train=False)
+    labels = [ds[i]["label"] for i in range(len(ds))]
+    assert labels == [_pcl_sample(r.num_frames, random.Random(ds._tuple_seed(i)))[1] for i, r in enumerate(records)]
     assert 4 in labels
 
 
@@ -302,13 +290,14 @@ def test_pclnet_shapes_and_cross_arch_kd(name: str) -> None:
     teacher = PCLNet(create_model("r2plus1d_10", 5, channel_scale=1 / 16), head="linear").eval()
     assert student.feat_dim == 32
     clips = [torch.randn(2, 3, 8, 16, 16) for _ in range(3)]
-    out = student(clips)
+    out = student.forward_tuple(clips)
     assert out.logits.shape == (2, 5) and out.features.shape == (2, 3, 32)
     assert out.v1.shape == (2, 128) and out.v2.shape == (2, 128)
     assert torch.allclose(out.v1.norm(dim=1), torch.ones(2), atol=1e-5)
     with torch.no_grad():
-        t_out = teacher(torch.stack(clips, dim=1))
-    loss = pcl_kd_loss(out.logits, t_out.logits) + pcl_loss(
+        t_logits = teacher(torch.stack(clips, dim=1))  # the model contract's forward: a (B, 3, C, T, H, W) tuple
+        torch.testing.assert_close(t_logits, teacher.forward_tuple(clips).logits)
+    loss = pcl_kd_loss(out.logits, t_logits) + pcl_loss(
         out.logits, torch.tensor([0, 3]), in_batch_infonce(out.v1, out.v2)
     )
     loss.backward()
@@ -330,35 +319,49 @@ def test_epochs_to_and_summary() -> None:
     assert s["student"]["epochs_to_teacher"] == 2 and s["student"]["epochs_to_threshold"] == 2
 
 
-# --- tiny end-to-end run on the synthetic video set ---------------------------------------------
+# --- tiny end-to-end runs on the synthetic video set, through the engine (task `pcl`) --------------------------
 
 
-@pytest.fixture(scope="module")
-def synth_root(tmp_path_factory):
-    from actdistill.data.synthetic_video import write_synthetic_ucf101
+def _pcl_cfg(root, out, *extra):
+    from conftest import TINY_PCL_RUN
 
-    root = tmp_path_factory.mktemp("pcl") / "UCF"
-    return write_synthetic_ucf101(root, num_classes=4, videos_per_class=4, groups=4, frames=48, size=32)
+    from actdistill.config import load_config
+
+    return load_config(None, [*TINY_PCL_RUN, f"data.root={root}", "data.image_size=32", f"train.out_dir={out}", *extra])
 
 
-def test_tuple_dataset_and_train_pcl_with_teacher(synth_root) -> None:
-    from actdistill.ssl.train import PCLTupleDataset, _records, train_pcl
-
-    val = PCLTupleDataset(synth_root, _records(synth_root, "test", 1), clip_len=4, interval=2, train=False)
-    clips, label, index = val[0]
-    assert clips.shape == (3, 3, 4, 32, 32) and 0 <= label < 5 and index == 0
-    again, label2, _ = val[0]
-    assert torch.equal(clips, again) and label == label2  # validation tuples are seeded by index
+def test_tuple_dataset_draws_and_pixels(tiny_ucf) -> None:
     from actdistill.data.decode import read_frames
+    from actdistill.ssl.dataset import build_pcl_data
 
-    for i in range(len(val)):  # clips 0, 2: raw frames at s, s + 2·(3 + 2)
-        clips, label, _ = val[i]
-        starts = tuple_starts(val.records[i].num_frames, 4, 2, 3, "faithful", random.Random(val._rng_seed(i)))
+    _, _, val = build_pcl_data(_pcl_cfg(tiny_ucf, "unused"))
+    sample = val[0]
+    clips, label = sample["input"], sample["label"]
+    assert clips.shape == (3, 3, 4, 32, 32) and 0 <= label < 5
+    again = val[0]
+    assert torch.equal(clips, again["input"]) and label == again["label"]  # validation tuples are seeded by index
+    for i in range(len(val)):  # clips 0 and 2 are the raw frames at the tuple starts (PCL's faithful spacing)
+        clips = val[i]["input"]
+        starts = tuple_starts(val.records[i].num_frames, 4, 2, 3, "faithful", random.Random(val._tuple_seed(i)))
         for c, s in ((0, starts[0]), (2, starts[2])):
-            raw = read_frames(synth_root / val.records[i].path, range(s, s + 4)).permute(1, 0, 2, 3).float() / 255
+            raw = read_frames(tiny_ucf / val.records[i].path, range(s, s + 4)).permute(1, 0, 2, 3).float() / 255
             assert torch.allclose(clips[c], (raw - val.mean) / val.std, atol=1e-5)
-    kw = dict(clip_len=4, interval=2, batch_size=4, k=8, backbone_kwargs={"channel_scale": 1 / 16})
-    teacher = train_pcl("r3d_10", synth_root, 1, **kw).model
-    run = train_pcl("r2plus1d_10", synth_root, 2, teacher=teacher, contrast="in_batch", **kw)
-    assert len(run.val_acc) == 2 and all(0.0 <= a <= 1.0 for a in run.val_acc)
-    assert all(torch.isfinite(torch.tensor(run.train_loss)))
+
+
+def test_train_pcl_then_pcl_kd_student_through_the_engine(tiny_ucf, tmp_path) -> None:
+    import json
+
+    from actdistill.engine.fit import fit
+
+    teacher = fit(_pcl_cfg(tiny_ucf, tmp_path / "teacher"))
+    assert teacher["task"] == "pcl" and teacher["selected_on"] == "val"  # PCL validates on the test tuples
+    ckpt = tmp_path / "teacher" / "checkpoints" / "last.pt"
+    student_kwargs = "student.kwargs={backbone: r2plus1d_10, backbone_kwargs: {channel_scale: 0.0625}}"
+    run = fit(_pcl_cfg(tiny_ucf, tmp_path / "student", student_kwargs, "method.name=pcl_kd", "method.contrast=in_batch",
+                       "teacher.name=pcl", f"teacher.checkpoint={ckpt}", "train.epochs=2"))  # fmt: skip
+    history = run["history"]
+    assert len(history) == 2 and all(0.0 <= h["val"]["pretext_acc"] <= 1.0 for h in history)
+    assert all(math.isfinite(h["train"][k]) for h in history for k in ("loss", "ce", "con", "kd"))
+    assert run["best"]["value"] is not None and (tmp_path / "student" / "checkpoints" / "best.pt").is_file()
+    logged = [json.loads(line) for line in (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in logged] == [1, 2]

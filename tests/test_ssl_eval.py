@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import pytest
 import torch
-from actdistill.ssl.train import PCLTupleDataset, _records
+from conftest import TINY_PCL_RUN
 
-from actdistill.data.synthetic_video import write_synthetic_ucf101
+from actdistill.apps.ssl_grid import finetune_config
+from actdistill.config import load_config
+from actdistill.data.build import SeededView
 from actdistill.data.video_transforms import VideoCompose
 from actdistill.errors import ActdistillError
 from actdistill.models import create_model
-from actdistill.ssl import PCLNet, residual_frames
+from actdistill.models.pcl_net import PCLNet, ResidualInput, backbone_state, residual_frames
 from actdistill.ssl.augment import AugmentConfig, build_pcl_augment, clip_generator
-from actdistill.ssl.evaluate import (
-    EvalClipDataset,
-    ResidualInput,
-    ensure_residual_input_registered,
-    export_backbone,
-    extract_features,
-    finetune_config,
-    linear_probe,
-    retrieval_topk,
-)
+from actdistill.ssl.dataset import PCLTupleDataset, _records
+from actdistill.ssl.evaluate import EvalClipDataset, extract_features, linear_probe, retrieval_topk
+from actdistill.utils.checkpoint import save_weights
+
+
+def _recs(root, subset: str):
+    """The split-1 video records of a UCF101-layout root (what the `pcl_ucf101` dataset reads)."""
+    return _records(load_config(None, ["data.name=pcl_ucf101", f"data.root={root}", "data.num_workers=0"]), subset)
+
+
+def export_backbone(pcl: PCLNet, path):
+    """What an ssl-grid run writes for fine-tuning: the PCL backbone's weights (`backbone.safetensors`)."""
+    save_weights(backbone_state(pcl), path)
+    return path
+
 
 # --- augmentation (PCL's train_vcp_contrast.py) -----------------------------------------------------------------------
 
@@ -58,34 +65,35 @@ class _Recorder(VideoCompose):
         self.draws: list[dict] = []
 
     def __call__(self, clip: torch.Tensor, rng: torch.Generator | None = None) -> torch.Tensor:
-        out = super().__call__(clip, rng)
-        self.draws.append(self.last_params)
-        return out
-
-
-@pytest.fixture(scope="module")
-def tiny_ucf(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("ssl_eval") / "UCF"
-    return write_synthetic_ucf101(root, num_classes=3, videos_per_class=4, groups=4, frames=24, size=32)
+        steps = []
+        for t in self.transforms:  # what VideoCompose does, keeping each step's draw
+            params = t.sample_params(clip, rng)
+            steps.append(params)
+            clip = t.apply(clip, params)
+        self.draws.append({"steps": steps})
+        return clip
 
 
 def test_tuple_clips_get_different_draws_seeded_by_seed_epoch_index(tiny_ucf) -> None:
-    recs = _records(tiny_ucf, "train", 1)
+    recs = _recs(tiny_ucf, "train")
     aug = _Recorder(build_pcl_augment(AugmentConfig(crop=24)))
-    ds = PCLTupleDataset(tiny_ucf, recs, clip_len=4, interval=2, seed=3, min_gap=2, augment=aug)
-    clips, _, _ = ds[1]
+    # Training draws come from the torch RNG that the engine's SeededView seeds per (seed, epoch, index).
+    ds = SeededView(PCLTupleDataset(tiny_ucf, recs, clip_len=4, interval=2, min_gap=2, augment=aug), seed=3)
+    ds.set_epoch(1)
+    clips = ds[1]["input"]
     assert clips.shape == (3, 3, 4, 24, 24)
     first = aug.draws[:3]
     assert first[0] != first[1] and first[1] != first[2] and first[0] != first[2]
     aug.draws.clear()
-    again, _, _ = ds[1]
+    torch.rand(3)  # global RNG use in between must not matter
+    again = ds[1]["input"]
     assert aug.draws[:3] == first and torch.equal(again, clips)  # same (seed, epoch, index): same tuple
-    ds.epoch = 1
+    ds.set_epoch(2)
     aug.draws.clear()
     ds[1]
     assert aug.draws[:3] != first
     off = PCLTupleDataset(tiny_ucf, recs, clip_len=4, interval=2, seed=3, min_gap=2)
-    assert off[1][0].shape == (3, 3, 4, 32, 32)  # augmentation off: stored size, plain normalisation
+    assert off[1]["input"].shape == (3, 3, 4, 32, 32)  # augmentation off: stored size, plain normalisation
 
 
 def test_augment_config_rejects_bad_settings() -> None:
@@ -133,7 +141,7 @@ def test_linear_probe_learns_a_separable_toy_set() -> None:
 def test_features_are_clip_means_of_the_pcl_embedding(tiny_ucf) -> None:
     torch.manual_seed(0)
     model = PCLNet(create_model("r3d_10", 5, channel_scale=1 / 16)).eval()
-    recs = _records(tiny_ucf, "test", 1)
+    recs = _recs(tiny_ucf, "test")
     ds = EvalClipDataset(tiny_ucf, recs, clip_len=8, clips_per_video=3, crop=24, resize=None)
     assert ds.starts(24) == [0, 8, 16]
     feats, labels = extract_features(model, ds, batch_size=2)
@@ -150,9 +158,7 @@ def test_features_are_clip_means_of_the_pcl_embedding(tiny_ucf) -> None:
 def test_exported_backbone_loads_into_residual_input_for_finetuning(tmp_path) -> None:
     torch.manual_seed(0)
     pcl = PCLNet(create_model("r3d_10", 5, channel_scale=1 / 16))
-    path = export_backbone(pcl, tmp_path / "backbone.pth")
-    ensure_residual_input_registered()
-    ensure_residual_input_registered()  # idempotent
+    path = export_backbone(pcl, tmp_path / "backbone.safetensors")
     model = create_model("residual_input", 7, pretrained=path, backbone="r3d_10", channel_scale=1 / 16).eval()
     assert isinstance(model, ResidualInput) and model.num_classes == 7
     src = pcl.backbone.state_dict()
@@ -182,10 +188,12 @@ def test_finetune_config_is_a_valid_engine_recipe(tmp_path) -> None:
 
 
 def test_finetune_through_the_engine_from_a_pcl_backbone(tiny_ucf, tmp_path) -> None:
-    from actdistill.ssl.evaluate import finetune
+    from actdistill.apps.ssl_grid import finetune
 
     torch.manual_seed(0)
-    backbone = export_backbone(PCLNet(create_model("r3d_10", 5, channel_scale=1 / 16)), tmp_path / "backbone.pth")
+    backbone = export_backbone(
+        PCLNet(create_model("r3d_10", 5, channel_scale=1 / 16)), tmp_path / "backbone.safetensors"
+    )
     raw = finetune_config(
         backbone,
         "r3d_10",
@@ -207,24 +215,32 @@ def test_finetune_through_the_engine_from_a_pcl_backbone(tiny_ucf, tmp_path) -> 
 
 
 def test_validation_repeats_draw_several_tuples_per_video(tiny_ucf) -> None:
-    recs = _records(tiny_ucf, "test", 1)
+    recs = _recs(tiny_ucf, "test")
     one = PCLTupleDataset(tiny_ucf, recs, clip_len=4, interval=2, train=False, seed=1, min_gap=2)
     three = PCLTupleDataset(tiny_ucf, recs, clip_len=4, interval=2, train=False, seed=1, min_gap=2, repeats=3)
     n = len(one)
     assert len(three) == 3 * n
-    assert torch.equal(three[0][0], one[0][0])  # item i < N is exactly the single-tuple validation
-    draws = {(three[i * n][1], three[i * n][0].sum().item()) for i in range(3)}  # the same video, other tuples
+    assert torch.equal(three[0]["input"], one[0]["input"])  # item i < N is exactly the single-tuple validation
+    # the same video, other tuples
+    draws = {(three[i * n]["label"], three[i * n]["input"].sum().item()) for i in range(3)}
     assert len(draws) > 1
-    with pytest.raises(ValueError, match="repeats"):
+    with pytest.raises(ActdistillError, match="repeats"):
         PCLTupleDataset(tiny_ucf, recs, clip_len=4, interval=2, train=True, repeats=2)
 
 
-def test_dataloader_workers_and_augmentation_keep_train_pcl_reproducible(tiny_ucf) -> None:
-    from actdistill.ssl.train import train_pcl
+def test_dataloader_workers_and_augmentation_keep_pcl_runs_reproducible(tiny_ucf, tmp_path) -> None:
+    """The same PCL run (task `pcl`, through the engine) with 0 or 2 loader workers gives the same losses and
+    validation accuracy; turning the augmentation off changes the inputs and so the loss."""
+    from actdistill.engine.fit import fit
 
-    kwargs = dict(clip_len=4, interval=2, batch_size=4, k=8, min_gap=2, backbone_kwargs={"channel_scale": 1 / 16})
-    a = train_pcl("r3d_10", tiny_ucf, 1, augment={"crop": 24}, **kwargs)
-    b = train_pcl("r3d_10", tiny_ucf, 1, augment={"crop": 24}, num_workers=2, **kwargs)
-    assert a.train_loss == b.train_loss and a.val_acc == b.val_acc
-    c = train_pcl("r3d_10", tiny_ucf, 1, **kwargs)  # augmentation off: other inputs, other loss
-    assert c.train_loss != a.train_loss
+    def run(out, *extra):
+        base = [*TINY_PCL_RUN, f"data.root={tiny_ucf}", "data.image_size=32", f"train.out_dir={tmp_path / out}"]
+        return fit(load_config(None, [*base, *extra]))["history"][0]
+
+    augment = "data.augment={crop: 24, resize: null}"
+    a = run("a", augment)
+    b = run("b", augment, "data.num_workers=2")
+    assert a["train"] == pytest.approx({**b["train"], **{k: a["train"][k] for k in a["train"] if k.endswith("_s")}})
+    assert a["val"] == b["val"]
+    c = run("c")  # augmentation off: other inputs, other loss
+    assert c["train"]["loss"] != a["train"]["loss"]

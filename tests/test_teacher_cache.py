@@ -18,6 +18,7 @@ from actdistill.distill.cache import (
     CachedTeacherView,
     TeacherCache,
     estimate_bytes,
+    file_digest,
     restore_logits,
     view_fingerprint,
 )
@@ -135,7 +136,9 @@ def test_stale_cache_is_refused(tiny_stanford40, teacher_ckpt, cache_dir, tmp_pa
 
 def test_feature_method_and_missing_cache_are_refused(tiny_stanford40, teacher_ckpt, cache_dir, tmp_path):
     base = _overrides(tiny_stanford40, teacher_ckpt, tmp_path / "run")
-    with pytest.raises(ActdistillError, match="method 'at' taps teacher feature maps"):
+    # A logits-only cache cannot serve a method that reads teacher feature maps: refused, with the rebuild command.
+    with pytest.raises(ActdistillError, match=r"method 'at' reads the teacher maps .* holds no maps; rebuild it with "
+                                              r"`actdistill cache build"):  # fmt: skip
         fit_module.fit(load_config(None, [*base, "method.name=at", f"teacher.cache={cache_dir}"]), overwrite=True)
     with pytest.raises(ActdistillError, match="not a complete teacher cache.*actdistill cache build"):
         fit_module.fit(load_config(None, [*base, f"teacher.cache={tmp_path / 'nope'}"]), overwrite=True)
@@ -150,6 +153,15 @@ def test_changed_view_is_caught_by_the_fingerprint(tiny_stanford40, teacher_ckpt
     views[0, 3, 1] += 100.0
     np.save(tampered / "views.npy", views)
     cfg = load_config(None, _overrides(tiny_stanford40, teacher_ckpt, tmp_path / "run", f"teacher.cache={tampered}"))
+    # An edited file is refused by its recorded checksum before anything is read ...
+    with pytest.raises(ActdistillError, match="views.npy was modified since the cache was built"):
+        fit_module.fit(cfg, overwrite=True)
+    # ... and a cache whose files are intact but whose views are not the data's (here: the record updated too) is
+    # caught by the per-sample view fingerprint when that sample is loaded.
+    meta = json.loads((tampered / "meta.json").read_text())
+    meta["files"]["views.npy"] = {"bytes": (tampered / "views.npy").stat().st_size,
+                                  "blake2b": file_digest(tampered / "views.npy")}  # fmt: skip
+    (tampered / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ActdistillError, match="training sample 3 in epoch 1 differs"):
         fit_module.fit(cfg, overwrite=True)
 

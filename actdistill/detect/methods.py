@@ -386,8 +386,8 @@ class GenerativeKD(_DetectionStages, AttentionKD):
         super().on_epoch(epoch)
         if not self.teacher_cvae_prepared and not self._warned:
             log.warning(
-                "generative_kd: the teacher checkpoint has no CVAE (train the teacher with method.name="
-                "generative_teacher); the teacher CVAE is trained in stage 1 from the teacher's features instead"
+                "detection_generative_kd: teacher_extras holds no CVAE (train the teacher with method.name="
+                "detection_generative_teacher); the teacher CVAE is trained in stage 1 from the teacher's features"
             )
             self._warned = True
 
