@@ -48,45 +48,61 @@ def train(recipe: Path, demo: Path, seed: int) -> Path:
 
 
 def step_times(recipes: list[Path], demo: Path, steps: int, warmup: int) -> dict[str, float]:
-    """Median seconds per optimiser step of each recipe's method, measured back to back in this process."""
+    """Median seconds per optimiser step of each recipe's method, measured back to back in this process.
+
+    Methods that read teacher feature maps are also timed with the maps (and logits) already in the batch, as a
+    teacher cache (`actdistill cache build`) delivers them: the `<method>+cache` rows.
+    """
     import torch
 
     from actdistill.config import load_config
-    from actdistill.engine.fit import build_method, load_teacher
+    from actdistill.distill.taps import run_model
+    from actdistill.engine.build import build_method, load_teacher, teacher_taps
     from actdistill.models.factory import create_model
     from actdistill.utils.checkpoint import load_checkpoint
 
     torch.set_num_threads(1)
     teacher_ckpt = demo / "teacher" / "checkpoints" / "last.pt"
-    num_classes = len(load_checkpoint(teacher_ckpt)["class_names"])
+    classes = list(load_checkpoint(teacher_ckpt)["class_names"])
     result = {}
     for recipe in recipes:
         cfg = load_config(recipe, [f"teacher.checkpoint={teacher_ckpt}"])
         torch.manual_seed(0)
-        student = create_model(cfg.student.name, num_classes)
+        student = create_model(cfg.student.name, len(classes))
         uses_teacher = cfg.teacher.checkpoint and recipe.stem != "vanilla"
-        teacher = load_teacher(cfg.teacher, num_classes) if uses_teacher else None
+        teacher = load_teacher(cfg.teacher, classes, {})[0] if uses_teacher else None
         batch_size, size = cfg.data.batch_size, cfg.data.image_size
         distiller = build_method(cfg.method, student, teacher, num_data=cfg.data.limit_train).train()
         optimizer = torch.optim.AdamW(list(distiller.trainable_parameters()), lr=cfg.optim.lr)
         gen = torch.Generator().manual_seed(0)
         batches = [
             {"input": torch.randn(batch_size, 3, size, size, generator=gen),
-             "label": torch.randint(0, num_classes, (batch_size,), generator=gen),
+             "label": torch.randint(0, len(classes), (batch_size,), generator=gen),
              "index": torch.randperm(cfg.data.limit_train, generator=gen)[:batch_size]}
             for _ in range(4)
         ]  # fmt: skip
-        times = []
-        for i in range(warmup + steps):
-            tick = time.perf_counter()
-            out = distiller(batches[i % len(batches)])
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimizer.step()
-            if i >= warmup:
-                times.append(time.perf_counter() - tick)
-        result[recipe.stem] = statistics.median(times)
-        print(f"{recipe.stem:<8} {1000 * result[recipe.stem]:7.1f} ms/step", flush=True)
+        variants = {recipe.stem: batches}
+        taps = teacher_taps(distiller)
+        if taps:
+            cached = []
+            for batch in batches:
+                with torch.no_grad():
+                    run = run_model(teacher, batch["input"], taps)
+                maps = {str(t): run.get(t).clone() for t in taps}
+                cached.append({**batch, "teacher_logits": run.logits.clone(), "teacher_maps": maps})
+            variants[f"{recipe.stem}+cache"] = cached
+        for name, data in variants.items():
+            times = []
+            for i in range(warmup + steps):
+                tick = time.perf_counter()
+                out = distiller(data[i % len(data)])
+                optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                optimizer.step()
+                if i >= warmup:
+                    times.append(time.perf_counter() - tick)
+            result[name] = statistics.median(times)
+            print(f"{name:<14} {1000 * result[name]:7.1f} ms/step", flush=True)
     return result
 
 
