@@ -117,8 +117,9 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     if args.kind == "video":
         from actdistill.data.synthetic_video import write_synthetic_ucf101
 
+        per_class = args.train_per_class or 16
         root = write_synthetic_ucf101(
-            args.out, num_classes=args.classes or 8, videos_per_class=args.train_per_class or 16,
+            args.out, num_classes=args.classes or 8, videos_per_class=per_class, groups=min(8, per_class),
             frames=args.frames, size=args.size, seed=args.seed, workers=args.workers, progress=True,
         )  # fmt: skip
         print(f"wrote a synthetic UCF101-layout video dataset to {root}; train with data.name=ucf101 data.root={root}")
@@ -307,7 +308,7 @@ def _add_data(sub: Any) -> None:
     s = data_sub.add_parser(
         "flow",
         help="extract TV-L1 optical flow into the two-stream frame layout (resumable)",
-        description="Writes flow_x_%%05d.jpg / flow_y_%%05d.jpg per video (OpenCV contrib: pip install "
+        description="Writes flow_x_%05d.jpg / flow_y_%05d.jpg per video (OpenCV contrib: pip install "
         "'actdistill[flow]'); videos already done are skipped.",
     )
     s.add_argument("videos", help="video root (class folders of videos or img_%%05d.jpg frame folders)")

@@ -131,7 +131,8 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     """How models are scored. Classification: `temporal_pooling` of per-step video logits, two-stream `fusion`.
-    Detection: protocol, tIoU thresholds, NMS. PCL: retrieval / linear probe at the end (paper 3 §4)."""
+    Detection: protocol, tIoU thresholds, NMS. (PCL's retrieval and linear probe: `actdistill ssl-grid`'s
+    `evaluation:` block.)"""
 
     temporal_pooling: str = "mean_logits"  # mean_logits | sum_softmax (paper 2's official test code)
     fusion: str = "softmax"  # --fuse-flow default: softmax | logits | p2 (paper 2's rule)
@@ -142,11 +143,6 @@ class EvalConfig:
     sigma: float = 0.5
     max_segments: int = 200
     pre_nms_threshold: float = 0.001
-    retrieval: bool = False  # pcl: nearest-neighbour clip retrieval top-k after the last epoch
-    linear_probe: bool = False  # pcl: logistic regression on frozen features after the last epoch
-    clips_per_video: int = 10
-    crop: int = 112
-    resize: list[int] = field(default_factory=lambda: [128, 171])
 
 
 @dataclass
@@ -368,8 +364,6 @@ _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "eval.sigma": (0, None, False, True),
     "eval.max_segments": (1, None, True, True),
     "eval.pre_nms_threshold": (0, 1, True, False),
-    "eval.clips_per_video": (1, None, True, True),
-    "eval.crop": (1, None, True, True),
 }
 
 

@@ -23,6 +23,8 @@ from tqdm import tqdm
 
 from actdistill.data.decode import VIDEO_EXTENSIONS, count_folder_frames, read_frames
 from actdistill.errors import ActdistillError
+from actdistill.models import create_model
+from actdistill.utils.checkpoint import load_checkpoint
 
 log = logging.getLogger("actdistill.detect")
 INDEX = "features.json"
@@ -32,13 +34,10 @@ __all__ = ["INDEX", "extract_features", "feature_times", "list_videos", "load_ba
 
 
 def load_backbone(spec: str, num_classes: int = 400, **model_kwargs: Any) -> nn.Module:
-    """A video model in eval mode: an actdistill checkpoint (`.pt` with a 'model' entry) or a `create_model` name."""
-    from actdistill.models import create_model
-
+    """A video model in eval mode: an actdistill checkpoint (`.pt` with a 'model' entry) or a `create_model` name
+    (`pretrained=` in `model_kwargs`: its weights — a Kinetics file such as pytorch-i3d's `rgb_imagenet.pt`)."""
     path = Path(spec).expanduser()
     if path.suffix in (".pt", ".pth") or path.is_file():
-        from actdistill.utils.checkpoint import load_checkpoint
-
         ckpt = load_checkpoint(path)
         model_spec = ckpt.get("model")
         if not isinstance(model_spec, dict) or "name" not in model_spec:
@@ -47,7 +46,8 @@ def load_backbone(spec: str, num_classes: int = 400, **model_kwargs: Any) -> nn.
         model = create_model(model_spec["name"], model_spec["num_classes"], pretrained=False, **kwargs)
         model.load_state_dict(ckpt["student"])
     else:
-        model = create_model(spec, num_classes, pretrained=False, **model_kwargs)
+        pretrained = model_kwargs.pop("pretrained", False)
+        model = create_model(spec, num_classes, pretrained=pretrained, **model_kwargs)
     if not hasattr(model, "forward_features"):
         raise ActdistillError(f"backbone {spec!r} has no forward_features(); use a video model such as i3d or top_i3d")
     return model.eval()

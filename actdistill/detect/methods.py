@@ -216,8 +216,8 @@ class AttentionKD(FeatureKD):
         super().__init__(student, teacher, feat_weight=feat_weight, bg_weight=bg_weight)
         if student.attention is None or teacher.attention is None:
             raise ActdistillError(
-                "attention KD needs attention heads in both detectors; set model.attention=true for the student and "
-                "train the teacher with model.attention=true"
+                "attention KD needs attention heads in both detectors; set student.kwargs.attention=true for the "
+                "student and train the teacher with student.kwargs.attention=true"
             )
         self.gamma = gamma
 

@@ -363,6 +363,11 @@ def build_run(cfg: Config, task: Task, ctx: DistContext, device: torch.device, f
         train_targets=data.train_targets,  # type: ignore[arg-type]
     ).to(device)
     if teacher is not None and cfg.teacher.cache:
+        if task.name != "classification":
+            raise ActdistillError(
+                f"teacher.cache serves classification methods; {task.name} methods run their teacher online: drop "
+                "teacher.cache"
+            )
         data.train = open_teacher_cache(cfg, student, method, data.train, len(classes))
         teacher.register_forward_pre_hook(_cached_teacher_must_not_run)
     if cfg.train.channels_last:
@@ -429,5 +434,7 @@ def build_run(cfg: Config, task: Task, ctx: DistContext, device: torch.device, f
         "global_batch": cfg.data.batch_size * ctx.world * cfg.train.accumulate_steps,
     }
     nan = float("nan")
-    run.size = _model_size(student, task.input_shape(cfg)) if ctx.is_main else {"params_m": nan, "gmacs": nan}
+    # The network evaluation scores (paper 2: the student with its attention module), as Table 1 counts it.
+    scored = method.predictor()
+    run.size = _model_size(scored, task.input_shape(cfg)) if ctx.is_main else {"params_m": nan, "gmacs": nan}
     return run

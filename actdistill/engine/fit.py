@@ -109,6 +109,13 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
             f"{cfg.train.dist_timeout_s:g} s (another process stopped or hangs; see its log): "
             f"{str(exc).splitlines()[0][:160]}"
         ) from None
+    except RuntimeError as exc:  # gloo reports a timed-out collective as a plain RuntimeError
+        if ctx.world == 1 or "timed out" not in str(exc).lower() and "timeout" not in str(exc).lower():
+            raise
+        raise ActdistillError(
+            f"rank {ctx.rank}: a collective waited longer than train.dist_timeout_s={cfg.train.dist_timeout_s:g} s "
+            f"(another process stopped or hangs; see its log): {str(exc).splitlines()[0][:160]}"
+        ) from None
     finally:
         if lock is not None:
             lock.release()

@@ -242,8 +242,9 @@ def _build(preset: str, num_classes: int, pretrained: bool | str, **kwargs: Any)
     model = InceptionI3D(num_classes, **kwargs)
     if pretrained is True:
         raise ActdistillError(
-            f"{preset} has no downloadable weights here; set student.pretrained (or teacher.pretrained) to a pytorch-i3d Kinetics checkpoint "
-            "(rgb_imagenet.pt), a torchvision GoogLeNet state dict (inflated) or an actdistill checkpoint"
+            f"{preset} has no downloadable weights here; set student.pretrained (or teacher.pretrained) to a "
+            "pytorch-i3d Kinetics checkpoint (rgb_imagenet.pt), a torchvision GoogLeNet state dict (inflated) or an "
+            "actdistill checkpoint"
         )
     if pretrained:
         from actdistill.models.inflate import load_i3d_checkpoint

@@ -135,7 +135,8 @@ class PCLResNet(nn.Module):
 def _load_own(model: nn.Module, pretrained: bool | str, name: str, first_conv: str) -> nn.Module:
     if pretrained is True:
         raise ActdistillError(
-            f"{name} has no downloadable weights; set student.pretrained (or teacher.pretrained) to a {name} state dict file"
+            f"{name} has no downloadable weights; set student.pretrained (or teacher.pretrained) to a {name} "
+            "state dict file"
         )
     if pretrained:
         load_adapted(
