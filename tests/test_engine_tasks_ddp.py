@@ -29,7 +29,7 @@ import torch
 
 from actdistill.config import load_config
 from actdistill.engine.fit import fit
-from actdistill.utils.checkpoint import load_weights
+from actdistill.utils.checkpoint import load_checkpoint, load_weights
 
 REPO = Path(__file__).resolve().parents[1]
 QUIET = ["train.progress=false", "train.tensorboard=false", "train.precision=fp32", "train.device=cpu"]
@@ -150,6 +150,7 @@ def test_pcl_kd_two_processes_match_one_process(pcl_teacher, tmp_path):
     single = fit(load_config(None, [*kd, "data.batch_size=4", f"train.out_dir={tmp_path / 'one'}"]))
     out = tmp_path / "two"
     proc = torchrun([*kd, "data.batch_size=2", f"train.out_dir={out}"])
+    assert_only_rank0_wrote(out, proc, 2, ["best.pt", "epoch_0001.pt", "epoch_0002.pt", "last.pt"])
     double = json.loads((out / "results.json").read_text())
     assert double["world_size"] == 2 and double["global_batch"] == 4 == single["global_batch"]
     assert single["world_size"] == 1 and len(single["history"]) == len(double["history"]) == 2
@@ -163,15 +164,12 @@ def test_pcl_kd_two_processes_match_one_process(pcl_teacher, tmp_path):
     assert double["last"]["pretext_acc"] == single["last"]["pretext_acc"]
     assert max_weight_difference(tmp_path / "one" / "student_last.safetensors", out / "student_last.safetensors") < 1e-4
     # The memory banks (method state) of the 2-process run equal the single process's.
-    from actdistill.utils.checkpoint import load_checkpoint
-
     banks_one = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")["method"]
     banks_two = load_checkpoint(out / "checkpoints" / "last.pt")["method"]
     flat_one, flat_two = _tensors(banks_one), _tensors(banks_two)
     assert flat_one.keys() == flat_two.keys() and any("bank" in k for k in flat_one), sorted(flat_one)
     for key, value in flat_one.items():
         torch.testing.assert_close(flat_two[key].double(), value.double(), rtol=0, atol=1e-4, msg=key)
-    assert_only_rank0_wrote(out, proc, 2, ["best.pt", "epoch_0001.pt", "epoch_0002.pt", "last.pt"])
 
 
 def _tensors(tree, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -208,8 +206,14 @@ def test_generative_detection_kd_two_processes_match_one_process(detection_teach
     """
     feats, synth, teacher = detection_teacher
     recipe = str(REPO / "configs/detection/synth_student_gen.yaml")
-    kd = [*detection_overrides(feats, synth), "student.kwargs={preset: small, attention: true, embed_dim: 16}",
-          f"teacher.checkpoint={teacher}", f"method.teacher_extras={teacher}", "optim.name=sgd", "optim.lr=0.01"]
+    kd = [
+        *detection_overrides(feats, synth),
+        "student.kwargs={preset: small, attention: true, embed_dim: 16}",
+        f"teacher.checkpoint={teacher}",
+        f"method.teacher_extras={teacher}",
+        "optim.name=sgd",
+        "optim.lr=0.01",
+    ]
     single = fit(load_config(recipe, [*kd, "data.batch_size=2", f"train.out_dir={tmp_path / 'one'}"]))
     out = tmp_path / "two"
     proc = torchrun([recipe, *kd, "data.batch_size=1", f"train.out_dir={out}"])
@@ -224,7 +228,9 @@ def test_generative_detection_kd_two_processes_match_one_process(detection_teach
         assert {"generative/kd_gen", "attention/att", "attention/cls", "attention/reg"} <= keys, sorted(keys)
         for key in sorted(keys):
             if b["train"][key] != pytest.approx(a["train"][key], rel=1e-4, abs=1e-6):
-                wrong.append(f"epoch {a['epoch']} train {key}: 1 process {a['train'][key]:.6g}, 2: {b['train'][key]:.6g}")
+                wrong.append(
+                    f"epoch {a['epoch']} train {key}: 1 process {a['train'][key]:.6g}, 2: {b['train'][key]:.6g}"
+                )
         if b["test"]["average_map"] != pytest.approx(a["test"]["average_map"], abs=1e-4):
             wrong.append(f"epoch {a['epoch']} test average_map: 1 process {a['test']['average_map']:.6g}, "
                          f"2: {b['test']['average_map']:.6g}")  # fmt: skip

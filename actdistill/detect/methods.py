@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from actdistill.detect.detector import detection_losses
 from actdistill.distill.base import Batch, Distiller, StepOutput, make_output
-from actdistill.distill.generative import CVAE, GenerativeStages, kl_to_prior, masked_mse
+from actdistill.distill.generative import CVAE, GenerativeStages
 from actdistill.errors import ActdistillError
 from actdistill.models.temporal_detector import TemporalDetector
 from actdistill.registry import register_method
@@ -401,16 +401,16 @@ class GenerativeKD(_DetectionStages, AttentionKD):
         t_heads = self.teacher_heads(batch)
         t_feature, t_attention = t_heads["feature"].float(), t_heads["attention"].float()
         if not self.teacher_cvae_prepared:
-            recon_t, mu, logvar = self.teacher_cvae(t_feature, t_attention)
-            prior = t_attention.transpose(1, 2)
-            parts["teacher_cvae_mse"] = masked_mse(recon_t, t_feature, mask)
-            parts["teacher_cvae_kld"] = self.kl_weight * kl_to_prior(mu[mask], logvar[mask], prior[mask])
+            eps = self.noise(batch, t_attention, 2)
+            _, t_parts = self.cvae_terms(t_feature, t_attention, mask, eps, cvae=self.teacher_cvae)
+            parts.update({f"teacher_{k}": v for k, v in t_parts.items()})
         if self.use_kd_gen:
             with torch.no_grad():
                 if self.gen_adapter is None:
-                    target = self.teacher_cvae(feature, attention)[0]  # both CVAEs get the student's (F, A), paper 2
+                    # both CVAEs get the student's (F, A), as in paper 2
+                    target = self.teacher_cvae(feature, attention, self.noise(batch, attention, 1))[0]
                 else:
-                    target = self.teacher_cvae(t_feature, t_attention)[0]
+                    target = self.teacher_cvae(t_feature, t_attention, self.noise(batch, t_attention, 1))[0]
             pred = recon if self.gen_adapter is None else self.gen_adapter(recon)
             parts["kd_gen"] = self.beta * _masked_mse(pred, target, mask)  # type: ignore[arg-type]
         return parts

@@ -180,16 +180,17 @@ class CVAE(nn.Module):
         v = v.transpose(1, 2)[..., None, None]  # (B, C, T', 1, 1)
         return F.relu(self.dec_gn(self.dec_conv(v)))
 
-    def forward(self, feature: Tensor, attention: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Training pass: F̂, μ, logσ² with `z = μ + ε·exp(½ logσ²)` (reparameterisation)."""
+    def forward(self, feature: Tensor, attention: Tensor, eps: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Training pass: F̂, μ, logσ² with `z = μ + ε·exp(½ logσ²)` (reparameterisation); `eps` `(B, T', L)`
+        (default: drawn here)."""
         mu, logvar = self.encode(feature, attention)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        return self.decode(z, attention), mu, logvar
+        eps = torch.randn_like(mu) if eps is None else eps.to(mu)
+        return self.decode(mu + eps * torch.exp(0.5 * logvar), attention), mu, logvar
 
-    def inference(self, attention: Tensor) -> Tensor:
+    def inference(self, attention: Tensor, eps: Tensor | None = None) -> Tensor:
         """Eq. 13: sample the prior `z = λ + ε` (λ = Aᵀ) and decode → F̂ `(B, C, T', kh, kw)`."""
         lam = attention.transpose(1, 2)
-        return self.decode(lam + torch.randn_like(lam), attention)
+        return self.decode(lam + (torch.randn_like(lam) if eps is None else eps.to(lam)), attention)
 
 
 # ------------------------------------------------------------------------------------------ losses (paper 2, eqs. 4-15)
@@ -291,6 +292,7 @@ class GenerativeStages(Distiller):
         """Call from `__init__`: the CVAE and the weights of eqs. 5 and 15."""
         recon_weight(1, recon_weight_mode)  # validate early
         self.cvae, self.kl_weight, self.use_recon = cvae, float(kl_weight), bool(use_recon)
+        self.noise_seed = int(torch.randint(2**31, ()).item())  # from the run's seeded RNG
         self.recon_weight_mode, self.recon_max_weight = recon_weight_mode, float(recon_max_weight)
         self.recon_ramp_epochs = int(recon_ramp_epochs)
 
@@ -314,23 +316,44 @@ class GenerativeStages(Distiller):
         yield from (p for p in self.cvae.parameters() if p.requires_grad)
 
     # -- the stages
-    def cvae_terms(self, feature: Tensor, attention: Tensor, mask: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
-        """F̂ and eq. 5 as coded: `cvae_mse` = mean((F − F̂)²), `cvae_kld` = α·KL(N(μ, σ²) ‖ N(Aᵀ, I)) (mean)."""
-        recon, mu, logvar = self.cvae(feature, attention)
+    def noise(self, batch: Batch, attention: Tensor, stream: int) -> Tensor | None:
+        """The CVAE's ε `(B, T, C)` for `attention` `(B, C, T)`, drawn per sample from a generator seeded by (run,
+        epoch, `stream`, the sample's `index`): a run is the same with any number of processes and after a resume.
+        None (draw from the global RNG) when the batch has no `index`."""
+        if "index" not in batch:
+            return None
+        shape = attention.transpose(1, 2).shape[1:]
+        rows = []
+        for i in batch["index"].tolist():
+            g = torch.Generator().manual_seed(hash((self.noise_seed, self.epoch, stream, int(i))) % (2**63 - 1))
+            rows.append(torch.randn(shape, generator=g))
+        return torch.stack(rows).to(attention.device)
+
+    def cvae_terms(
+        self,
+        feature: Tensor,
+        attention: Tensor,
+        mask: Tensor | None,
+        eps: Tensor | None = None,
+        cvae: CVAE | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """F̂ and eq. 5 as coded for `cvae` (default: this method's): `cvae_mse` = mean((F − F̂)²), `cvae_kld` =
+        α·KL(N(μ, σ²) ‖ N(Aᵀ, I)) (mean; over the valid steps of all processes when masked)."""
+        recon, mu, logvar = (cvae or self.cvae)(feature, attention, eps)
         prior = attention.transpose(1, 2)
-        if mask is not None:
+        if mask is None:
+            kld = kl_to_prior(mu, logvar, prior)
+        else:
             mu, logvar, prior = mu[mask], logvar[mask], prior[mask]
-        return recon, {
-            "cvae_mse": masked_mse(recon, feature, mask),
-            "cvae_kld": self.kl_weight * kl_to_prior(mu, logvar, prior),
-        }
+            kld = kl_to_prior(mu, logvar, prior) * mu.numel() / mean_over_ranks(torch.tensor(float(mu.numel())))
+        return recon, {"cvae_mse": masked_mse(recon, feature, mask), "cvae_kld": self.kl_weight * kld}
 
     def forward_generative(self, batch: Batch) -> StepOutput:
         """Stage 1, eq. 14: `L_cvae (+ β·L_KD-gen)` on the network's detached (F, A)."""
         with torch.no_grad():
             logits, feature, attention, mask = self.generative_input(batch)
         feature, attention = feature.float(), attention.float()
-        recon, parts = self.cvae_terms(feature, attention, mask)
+        recon, parts = self.cvae_terms(feature, attention, mask, self.noise(batch, attention, 0))
         parts.update(self._kd_gen(batch, feature, attention, recon, mask))
         return make_output(logits.float(), parts)
 
@@ -340,7 +363,8 @@ class GenerativeStages(Distiller):
         metrics: dict[str, Tensor | float] = {}
         if self.use_recon:
             weight = recon_weight(self.epoch, self.recon_weight_mode, self.recon_max_weight, self.recon_ramp_epochs)
-            raw = masked_mse(self.cvae.inference(attention).float(), feature.float(), mask)
+            eps = self.noise(batch, attention, 3)
+            raw = masked_mse(self.cvae.inference(attention, eps).float(), feature.float(), mask)
             parts["recon"] = weight * raw
             metrics.update(recon_raw=raw.detach(), recon_weight=weight)
         parts.update(self._kd_att(batch, extra))
@@ -594,7 +618,7 @@ class Generative(_AttentionCVAE):
         if not self.use_kd_gen:
             return {}
         with torch.no_grad():
-            target = self.teacher_side["cvae"](feature, attention)[0]
+            target = self.teacher_side["cvae"](feature, attention, self.noise(batch, attention, 1))[0]
         return {"kd_gen": self.beta * F.mse_loss(recon, target.float())}
 
     def _kd_att(self, batch: Batch, attention: Tensor) -> dict[str, Tensor]:  # type: ignore[override]

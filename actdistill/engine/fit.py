@@ -99,9 +99,10 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT):
             raise
+        fix = "free space there" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "make it writable"
         raise ActdistillError(
-            f"could not write {exc.filename or cfg.train.out_dir}: {exc.strerror}; free space there or choose a "
-            "writable train.out_dir (continue with --resume once fixed)"
+            f"could not write {exc.filename or cfg.train.out_dir}: {exc.strerror}; {fix} or choose another "
+            "train.out_dir (continue with --resume once fixed)"
         ) from None
     except dist.DistBackendError as exc:
         raise ActdistillError(

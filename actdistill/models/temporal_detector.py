@@ -75,31 +75,51 @@ def _groups(channels: int) -> int:
     return math.gcd(channels, 16)
 
 
+class MaskedGroupNorm(nn.GroupNorm):
+    """GroupNorm over the valid steps only: `(B, C, T)` with mask `(B, T)`, so a video's outputs do not depend on
+    how much padding its batch adds (nor on how a batch is split over processes). Same parameters as `nn.GroupNorm`.
+    """
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        if mask is None:
+            return super().forward(x)
+        b, c, t = x.shape
+        g = self.num_groups
+        m = mask[:, None, None, :].to(x.dtype)  # (B, 1, 1, T)
+        xg = x.view(b, g, c // g, t)
+        count = (m.sum(dim=(2, 3), keepdim=True) * (c // g)).clamp_min(1)
+        mean = (xg * m).sum(dim=(2, 3), keepdim=True) / count
+        var = (((xg - mean) ** 2) * m).sum(dim=(2, 3), keepdim=True) / count
+        y = ((xg - mean) * torch.rsqrt(var + self.eps)).view(b, c, t)
+        return y * self.weight[None, :, None] + self.bias[None, :, None]
+
+
 class ConvBlock(nn.Module):
-    """Masked Conv1d → GroupNorm → ReLU, residual when shapes allow: `(B, C, T)`, mask `(B, T)` → `(B, D, T)`."""
+    """Masked Conv1d → masked GroupNorm → ReLU, residual when shapes allow: `(B, C, T)`, mask `(B, T)` → `(B, D, T)`."""
 
     def __init__(self, cin: int, cout: int, kernel: int = 3) -> None:
         super().__init__()
         self.conv = nn.Conv1d(cin, cout, kernel, padding=kernel // 2)
-        self.norm = nn.GroupNorm(_groups(cout), cout)
+        self.norm = MaskedGroupNorm(_groups(cout), cout)
         self.residual = cin == cout
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         m = mask[:, None].to(x.dtype)
-        y = F.relu(self.norm(self.conv(x * m)))
+        y = F.relu(self.norm(self.conv(x * m), mask))
         return (x + y if self.residual else y) * m
 
 
 class AttentionHead1d(nn.Module):
-    """P2 eq. 8 in 1-D: `A = sigmoid(GN(Conv1d(F)))`, `(B, C, T)` → `(B, C, T)` in (0, 1)."""
+    """P2 eq. 8 in 1-D: `A = sigmoid(GN(Conv1d(F)))`, `(B, C, T)` → `(B, C, T)` in (0, 1) (norm over valid steps)."""
 
     def __init__(self, channels: int, kernel: int = 3) -> None:
         super().__init__()
         self.conv = nn.Conv1d(channels, channels, kernel, padding=kernel // 2)
-        self.norm = nn.GroupNorm(_groups(channels), channels)
+        self.norm = MaskedGroupNorm(_groups(channels), channels)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.sigmoid(self.norm(self.conv(x)))
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        m = mask[:, None].to(x.dtype) if mask is not None else 1.0
+        return torch.sigmoid(self.norm(self.conv(x * m), mask))
 
 
 def _weighted(x: Tensor, weight: Tensor, mask: Tensor) -> Tensor:
@@ -180,7 +200,7 @@ class TemporalDetector(nn.Module):
             h = block(h, mask)
         attention, bg, feature = None, None, h
         if self.attention is not None:
-            attention = self.attention(h)
+            attention = self.attention(h, mask)
             if background:
                 bg = self._pyramid(_weighted(h, 1 - attention, mask), mask)
             h = _weighted(h, attention, mask)

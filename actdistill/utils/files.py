@@ -45,17 +45,26 @@ def is_run_folder(path: Path) -> bool:
     return any((path / name).exists() for name in names)
 
 
+_HELD: set[Path] = set()  # lock files this process holds: POSIX record locks do not conflict within one process
+
+
 class FolderLock:
-    """An advisory `flock` on `<folder>/.lock` holding the owner's PID; the OS releases it when the process dies."""
+    """An advisory POSIX record lock (`lockf`) on `<folder>/.lock` holding the owner's PID. The OS releases it when
+    the process dies; unlike `flock`, forked children (DataLoader workers) do not inherit it."""
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / ".lock"
         self._file: IO[str] | None = None
 
     def acquire(self) -> FolderLock:
+        if self.path.resolve() in _HELD:
+            raise ActdistillError(
+                f"run folder {self.path.parent} is in use by another run in this process ({os.getpid()}); choose "
+                "another train.out_dir"
+            )
         self._file = open(self.path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
         try:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             self._file.seek(0)
             holder = self._file.read().strip() or "unknown"
@@ -71,13 +80,15 @@ class FolderLock:
         self._file.truncate()
         self._file.write(str(os.getpid()))
         self._file.flush()
+        _HELD.add(self.path.resolve())
         return self
 
     def release(self) -> None:
         if self._file is not None:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            fcntl.lockf(self._file.fileno(), fcntl.LOCK_UN)
             self._file.close()
             self._file = None
+            _HELD.discard(self.path.resolve())
 
     def __enter__(self) -> FolderLock:
         return self.acquire()
