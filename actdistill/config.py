@@ -202,7 +202,11 @@ def config_from_dict(raw: dict[str, Any], where: str = "config", base: Config | 
         allowed = {f.name for f in fields(target)}
         _check_keys(section, values, allowed, where)
         for key, value in values.items():
-            setattr(target, key, _coerce(section, key, value, getattr(target, key), where))
+            old = getattr(target, key)
+            value = _coerce(section, key, value, old, where)
+            if isinstance(old, dict) and base is not None:  # a mapping setting given again: entries merge
+                value = {**old, **value}
+            setattr(target, key, value)
     return cfg
 
 
@@ -245,7 +249,11 @@ def _coerce(section: str, key: str, value: Any, default: Any, where: str) -> Any
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """`["optim.lr=0.01", "method.temperature=4"]` → nested dict; values parsed as YAML scalars."""
+    """`["optim.lr=0.01", "student.kwargs.attention=true"]` → nested dict; values parsed as YAML scalars.
+
+    `section.key=value` sets a setting; `section.key.sub=value` sets one entry of a mapping setting (`student.kwargs`,
+    `teacher.kwargs`, `data.augment`) and leaves its other entries as they are.
+    """
     nested: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
@@ -255,9 +263,20 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         if len(parts) == 1 and parts[0] == "name":
             nested["name"] = value
             continue
-        if len(parts) != 2:
-            raise ActdistillError(f"override '{item}': key must be section.key (e.g. train.epochs=5)")
-        nested.setdefault(parts[0], {})[parts[1]] = yaml.safe_load(value) if value != "" else ""
+        if len(parts) not in (2, 3) or not all(parts):
+            raise ActdistillError(
+                f"override '{item}': key must be section.key (e.g. train.epochs=5) or section.key.entry for a "
+                "mapping (e.g. student.kwargs.attention=true)"
+            )
+        parsed = yaml.safe_load(value) if value != "" else ""
+        section = nested.setdefault(parts[0], {})
+        if len(parts) == 2:
+            section[parts[1]] = parsed
+        else:
+            entry = section.setdefault(parts[1], {})
+            if not isinstance(entry, dict):
+                raise ActdistillError(f"override '{item}': {parts[0]}.{parts[1]} was also given as a whole value")
+            entry[parts[2]] = parsed
     return nested
 
 

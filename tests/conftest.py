@@ -4,10 +4,11 @@ a way to drive the engine's training loop on in-memory batches.
 Tiny models gain nothing from intra-op threads, and on a busy 2-core machine two threads per process
 made 3-D convolutions 10-300x slower (oversubscription); one thread keeps the suite fast and steady.
 
-Per task (the engine's three tasks; `actdistill.batch.TASK_KEYS`), this file gives a tiny student and teacher and a
-batch holding every key that task's data yields, so contract tests can be parametrised over the registries' names:
-  * classification: `image_pair()` / `video_pair()` and `image_batch()` / `video_batch()`;
-  * pcl: `pcl_pair()` (`PCLNet`s around 1/16-width R3D-10s) and `pcl_batch()` (4-frame 16² tuples);
+Per task (the engine's three tasks; `actdistill.batch.TASK_KEYS`), this file gives tiny data, one-epoch run
+overrides (`TINY_RUN`, `TINY_PCL_RUN`, `TINY_DETECTION_RUN`) and, for the tasks whose networks are not plain
+classifiers, a tiny student and teacher and a batch holding every key that task's data yields, so contract tests
+can be parametrised over the registries' names (classification pairs: tests/test_methods.py `PAIRS`):
+  * pcl: `pcl_pair()` (`PCLNet`s around 1/16-width R3D-10 / R(2+1)D-10) and `pcl_batch()` (4-frame 16² tuples);
   * detection: `detector_pair()` (`TemporalDetector`s) and `detection_batch()` (6-channel, 24-step features).
 `engine_run(method, batches)` builds a `Run` around a method and a list of batches, so `train_epoch(run)` runs
 `engine.loop.train_one_epoch` (stages, optimisers, frozen halves) without data sets or a run folder.
@@ -38,13 +39,14 @@ TINY_RUN = [
     "student.name=pvt_v2_demo",
 ]
 
-# The same for a PCL run (task `pcl`) on `tiny_ucf`: 1/16-width R3D-10 PCL networks, 4-frame 16² tuples.
+# The same for a PCL run (task `pcl`) on `tiny_ucf`: 1/16-width R3D-10 PCL networks, 4-frame tuples of the stored
+# 32² frames (without `data.augment` the clips keep the videos' size, so image_size says that size).
 TINY_PCL_RUN = [
     "data.name=pcl_ucf101",
     "data.clip_len=4",
     "data.tuple_interval=2",
     "data.remote_min_gap=2",
-    "data.image_size=16",
+    "data.image_size=32",
     "data.batch_size=4",
     "data.num_workers=0",
     "student.name=pcl",
@@ -117,35 +119,6 @@ def detection_data_overrides(tiny_detection: tuple[Path, Path]) -> list[str]:
 
 
 # --- tiny students and teachers, and batches with every key of their task ----------------------------------------
-
-
-def image_pair(num_classes: int = 3) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """(student, teacher): a PVT-v2 and a ConvNeXt demo preset (32² inputs work)."""
-    from actdistill.models import create_model
-
-    return create_model("pvt_v2_demo", num_classes), create_model("convnext_demo", num_classes)
-
-
-def video_pair(num_classes: int = 3) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """(student, teacher): 1/16-width R(2+1)D-10 and R3D-10 (4-frame 32² clips work)."""
-    from actdistill.models import create_model
-
-    return (
-        create_model("r2plus1d_10", num_classes, channel_scale=0.0625),
-        create_model("r3d_10", num_classes, channel_scale=0.0625),
-    )
-
-
-def image_batch(n: int = 2, num_classes: int = 3, size: int = 32, seed: int = 0) -> dict[str, Any]:
-    g = torch.Generator().manual_seed(seed)
-    return {"input": torch.randn(n, 3, size, size, generator=g), "label": torch.arange(n) % num_classes,
-            "index": torch.arange(n)}  # fmt: skip
-
-
-def video_batch(n: int = 2, num_classes: int = 3, frames: int = 4, size: int = 32, seed: int = 0) -> dict[str, Any]:
-    g = torch.Generator().manual_seed(seed)
-    return {"input": torch.randn(n, 3, frames, size, size, generator=g), "label": torch.arange(n) % num_classes,
-            "index": torch.arange(n)}  # fmt: skip
 
 
 def pcl_net(backbone: str = "r3d_10", **kwargs: Any) -> torch.nn.Module:

@@ -4,11 +4,11 @@ import json
 import statistics
 from pathlib import Path
 
-import actdistill.apps.compare as compare_mod
 import pytest
 import yaml
 from conftest import TINY_RUN
 
+import actdistill.apps.compare as compare_mod
 from actdistill.cli import main
 from actdistill.config import parse_overrides
 from actdistill.errors import ActdistillError

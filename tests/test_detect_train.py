@@ -98,7 +98,8 @@ def test_recipe_errors_name_the_problem(tiny_detection, tmp_path):
     with pytest.raises(ActdistillError, match="needs a teacher"):
         fit(cfg)
     with pytest.raises(ActdistillError, match="'detection_kd' is a detection method"):
-        fit(load_config(None, [*TINY_RUN, "data.root=x", "method.name=detection_kd", f"train.out_dir={tmp_path / 'y'}"]))
+        image_run = [*TINY_RUN, "data.root=x", f"train.out_dir={tmp_path / 'y'}"]
+        fit(load_config(None, [*image_run, "method.name=detection_kd"]))
     cfg = _cfg("configs/detection/synth_teacher.yaml", tiny_detection, tmp_path / "z", **{"method.name": "kd"})
     with pytest.raises(ActdistillError, match="'kd' is a classification method"):
         fit(cfg)
@@ -110,7 +111,8 @@ def test_recipe_errors_name_the_problem(tiny_detection, tmp_path):
 
 def test_generative_teacher_then_generative_kd_student_run_both_stages(tiny_detection, tmp_path, caplog):
     one_epoch = {"train.epochs": 1, "sched.warmup_epochs": 0}
-    teacher_cfg = _cfg("configs/detection/synth_teacher_gen.yaml", tiny_detection, tmp_path / "gen_teacher", **one_epoch)
+    recipe = "configs/detection/synth_teacher_gen.yaml"
+    teacher_cfg = _cfg(recipe, tiny_detection, tmp_path / "gen_teacher", **one_epoch)
     fit(teacher_cfg)
     t_path = tmp_path / "gen_teacher" / "checkpoints" / "last.pt"
     assert "cvae" in load_checkpoint(t_path)["method"]["extras"]

@@ -138,3 +138,52 @@ def test_clear_errors(image_run, tmp_path, monkeypatch):
         export_onnx(tmp / "best.pt", tmp_path / "x.onnx")
     with pytest.raises(ActdistillError, match=r"actdistill\[onnx\]"):
         predict_files(tmp / "model.onnx", [img])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="B1: deploy.export.load_student (predict, export, bench) rebuilds the bare student, not the run's "
+    "predictor (engine.evaluate.load_predictor) that training and `actdistill eval` score",
+)
+def test_predict_scores_the_runs_predictor(tmp_path):
+    """A run whose predictor is more than its student (paper 2's attention head on the student, here AT with
+    `student_attention`): `predict` must give the logits `actdistill eval` scores."""
+    from actdistill.deploy.predict import load_predictor as load_deploy_predictor
+    from actdistill.distill.feature import AT
+    from actdistill.engine.evaluate import load_predictor as load_eval_predictor
+
+    torch.manual_seed(0)
+    s_spec = {"name": "top_i3d", "num_classes": 3, "kwargs": {"channel_scale": 0.125}}
+    t_spec = {"name": "i3d", "num_classes": 3, "kwargs": {"channel_scale": 0.125}}
+    student = create_model(s_spec["name"], 3, **s_spec["kwargs"])
+    teacher = create_model(t_spec["name"], 3, **t_spec["kwargs"])
+    method = AT(student, teacher, student_attention=True, input_size=(16, 64, 64))
+    x = torch.randn(2, 3, 16, 64, 64)
+    for bn in (m for m in method.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)):
+        bn.momentum = None  # calibrated statistics: at init the deep features (and logits) are constant
+    with torch.no_grad():
+        method.train().predictor()(torch.randn(4, 3, 16, 64, 64))
+        method.attention_head.fc.weight.normal_(0, 3.0)  # an attention that is far from uniform
+    method.eval()
+    cfg = Config()
+    cfg.data.name, cfg.data.clip_len, cfg.data.image_size = "ucf101", 16, 64
+    path = tmp_path / "last.pt"
+    torch.save(
+        {
+            "student": student.state_dict(),
+            "model": s_spec,
+            "predictor": {"spec": method.predictor_spec(s_spec, t_spec), "state": method.predictor().state_dict()},
+            "config": cfg.to_dict(),
+            "class_names": CLASSES,
+            "task": "classification",
+            "method": method.student_state(),
+        },
+        path,
+    )
+    with torch.no_grad():
+        assert not torch.allclose(method.predictor()(x), student(x), atol=1e-3)  # the head changes the logits
+        scored = load_eval_predictor(path)(x).mean(-1)  # what evaluation scores: (B, K, T') averaged over time
+        assert torch.allclose(scored, method.predictor()(x).mean(-1), atol=1e-5)
+    predicted = torch.from_numpy(load_deploy_predictor(path).run(x))
+    assert torch.allclose(predicted, scored, atol=1e-4)

@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-
 from conftest import engine_run, train_epoch
 from torch import nn
 
@@ -118,10 +117,11 @@ def test_kl_against_hand_values() -> None:
     # the mean over entries: [that element, a zero-KL element] halves it
     two = kl_to_prior(torch.tensor([1.0, 0.5]), torch.tensor([math.log(2.0), 0.0]), torch.tensor([0.0, 0.5]))
     assert float(two) == pytest.approx(0.5 * (1 - 0.5 * math.log(2.0)), rel=1e-6)
+
     # L_cvae = MSE + 0.1·KL (eq. 5): the two parts of stage 1, `GenerativeStages.cvae_terms`, on a CVAE whose output
     # is fixed (F̂ = [0, 3], μ = 1, logσ² = ln 2) for F = [1, 3] and the prior mean λ = Aᵀ = 0.
     class FixedCVAE(nn.Module):
-        def forward(self, feature, attention):
+        def forward(self, feature, attention, eps=None):
             return torch.tensor([[0.0, 3.0]]), torch.ones(1, 1, 1), torch.full((1, 1, 1), math.log(2.0))
 
     stages = GenerativeStages(nn.Identity())

@@ -1,4 +1,5 @@
-"""PCL pretext transforms, memory banks, losses and convergence statistics (paper 3; PCL's released code)."""
+"""PCL pretext transforms, memory banks, losses, convergence statistics and tiny `pcl` runs through the engine
+(paper 3; PCL's released code)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY_PCL_RUN
 
+from actdistill.config import load_config
 from actdistill.models import create_model
 from actdistill.models.pcl_net import PCLNet, residual_frames
 from actdistill.ssl.convergence import convergence_summary, epochs_to
@@ -323,11 +326,7 @@ def test_epochs_to_and_summary() -> None:
 
 
 def _pcl_cfg(root, out, *extra):
-    from conftest import TINY_PCL_RUN
-
-    from actdistill.config import load_config
-
-    return load_config(None, [*TINY_PCL_RUN, f"data.root={root}", "data.image_size=32", f"train.out_dir={out}", *extra])
+    return load_config(None, [*TINY_PCL_RUN, f"data.root={root}", f"train.out_dir={out}", *extra])
 
 
 def test_tuple_dataset_draws_and_pixels(tiny_ucf) -> None:

@@ -234,7 +234,7 @@ def test_dataloader_workers_and_augmentation_keep_pcl_runs_reproducible(tiny_ucf
     from actdistill.engine.fit import fit
 
     def run(out, *extra):
-        base = [*TINY_PCL_RUN, f"data.root={tiny_ucf}", "data.image_size=32", f"train.out_dir={tmp_path / out}"]
+        base = [*TINY_PCL_RUN, f"data.root={tiny_ucf}", f"train.out_dir={tmp_path / out}"]
         return fit(load_config(None, [*base, *extra]))["history"][0]
 
     augment = "data.augment={crop: 24, resize: null}"

@@ -155,9 +155,7 @@ def test_settings_are_checked_before_any_run_trains(tmp_path, monkeypatch) -> No
     "(config_from_dict({}, base=cfg) is a no-op), so such errors surface only when their run trains, after the "
     "runs before it",
 )
-@pytest.mark.parametrize(
-    "case", ["c3d_cannot_take_4_frames", "unknown_model_kwarg", "method_typo_with_synthetic_data"]
-)
+@pytest.mark.parametrize("case", ["c3d_cannot_take_4_frames", "unknown_model_kwarg", "method_typo_with_synthetic_data"])
 def test_every_run_is_refused_before_any_run_trains(tmp_path, monkeypatch, case) -> None:
     monkeypatch.setattr(grid, "fit", _no_training)
     good = {"name": "r3d_10", "kwargs": {"channel_scale": 0.0625}}
@@ -229,7 +227,8 @@ def test_cli_runs_the_grid_subcommand(tmp_path, monkeypatch, capsys) -> None:
     assert args.handler == "actdistill.apps.ssl_grid:cmd_ssl_grid"
     assert args.only == ["r3d", "kd_r3d_to_r21d"] and args.out_dir == "o" and args.config == "g.yaml"
     seen = {}
-    monkeypatch.setattr(grid, "run_grid", lambda spec, only=None: seen.update(spec=spec, only=only) or _report(tmp_path))
+    fake = lambda spec, only=None: seen.update(spec=spec, only=only) or _report(tmp_path)  # noqa: E731
+    monkeypatch.setattr(grid, "run_grid", fake)
     path = _write(tmp_path)
     assert main(["ssl-grid", str(path), "--out-dir", str(tmp_path / "o2"), "train.epochs=3"]) == 0
     assert seen["spec"]["out_dir"] == str(tmp_path / "o2") and seen["only"] is None

@@ -18,7 +18,7 @@ import torch
 import torchvision.models.video as tv_video
 from torchvision.models import get_weight
 
-from actdistill.analysis.flops import count
+from actdistill.utils.flops import count
 from actdistill.distill.feature import AT, FitNet
 from actdistill.distill.logit import KD
 from actdistill.errors import ActdistillError
@@ -316,9 +316,9 @@ def test_kd_step_as_student(name: str) -> None:
 
 @pytest.mark.slow
 def test_list_models_sizes_counts_them(capsys) -> None:
-    from actdistill.cli import cmd_list_sizes
+    from actdistill.models.sizes import print_model_sizes  # `actdistill list models --sizes`
 
-    cmd_list_sizes(NEW, None, 101)
+    print_model_sizes(NEW, None, 101)
     out = capsys.readouterr().out
     for name in NEW:
         line = next(row for row in out.splitlines() if row.startswith(name + " "))

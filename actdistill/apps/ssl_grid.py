@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from actdistill.analysis.plots import plot_curves
@@ -44,8 +45,10 @@ from actdistill.data.synthetic_video import write_synthetic_ucf101
 from actdistill.data.ucf101 import read_split
 from actdistill.engine.evaluate import load_predictor
 from actdistill.engine.fit import check_config, fit
+from actdistill.engine.tasks import task_for
 from actdistill.errors import ActdistillError
-from actdistill.models.pcl_net import backbone_state
+from actdistill.models import create_model
+from actdistill.models.pcl_net import NUM_PRETEXT, backbone_state
 from actdistill.ssl.convergence import epochs_to
 from actdistill.ssl.evaluate import evaluate_features
 from actdistill.utils.checkpoint import save_weights
@@ -168,13 +171,31 @@ def run_config(spec: dict[str, Any], run: GridRun) -> Config:
 
 
 def validate_grid(spec: dict[str, Any], runs: list[GridRun]) -> None:
-    """Check every run's config before any trains (settings, methods, models built once by `check_config`)."""
+    """Check every run's config before any trains: settings and methods (`check_config`), and every architecture
+    built once on the meta device and run on one tuple of the recipe's clip size."""
+    data_ready = spec.get("synthetic") is None  # else the data is written just before the first run
+    configs = {run.name: run_config(spec, run) for run in runs}
+    for cfg in configs.values():
+        check_config(cfg, data_ready=data_ready)
     for run in runs:
-        cfg = run_config(spec, run)
-        if spec.get("synthetic") is None:
-            check_config(cfg)
-        else:  # the data is written later: check everything but its folder
-            config_from_dict({}, base=cfg)
+        if run.teacher is None or run.student == run.teacher:
+            _check_architecture(spec, run.student, configs[run.name])
+
+
+def _check_architecture(spec: dict[str, Any], key: str, cfg: Config) -> None:
+    arch = spec["architectures"][key]
+    shape = task_for(cfg).input_shape(cfg)
+    try:
+        model = create_model("pcl", NUM_PRETEXT, **cfg.student.kwargs).to("meta").eval()
+        with torch.no_grad():
+            model(torch.empty(2, *shape[1:], device="meta"))
+    except ActdistillError as exc:
+        raise ActdistillError(f"{spec['_where']}: architectures.{key}: {exc}") from None
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ActdistillError(
+            f"{spec['_where']}: architectures.{key} ({arch['name']}) cannot take clips {list(shape[2:])} "
+            f"({str(exc).splitlines()[0][:160]}); C3D needs data.clip_len ≥ 8, or fix the model kwargs"
+        ) from None
 
 
 def ensure_data(spec: dict[str, Any]) -> Path:
@@ -238,8 +259,6 @@ def _evaluate(spec: dict[str, Any], cfg: Config, model: Any) -> dict[str, Any]:
 
 
 def _cuda() -> bool:
-    import torch
-
     return torch.cuda.is_available()
 
 

@@ -39,6 +39,7 @@ from actdistill.distill.taps import (
     run_model,
 )
 from actdistill.errors import ActdistillError
+from actdistill.models._contract import prefixed_stages
 from actdistill.registry import register_method
 
 LayerSpec = int | str
@@ -485,6 +486,9 @@ class SimKDStudent(nn.Module):
             teacher_head,
         )
         self.tap = method.tap_s
+        self.pretrained_cfg = getattr(method.student, "pretrained_cfg", None)  # the input it takes is the student's
+        self.num_classes = getattr(method.student, "num_classes", None)
+        self.feature_info = prefixed_stages(method.student, "student.")
 
     def forward(self, x: Tensor) -> Tensor:
         return simkd_predict(self.student, self.tap, self.layout, self.projector, self.teacher_head, x)

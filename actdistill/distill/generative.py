@@ -26,6 +26,7 @@ from actdistill.distill.base import Batch, Distiller, Stage, StepOutput, make_ou
 from actdistill.distill.logit import class_logits
 from actdistill.distill.taps import Tap, cached_run
 from actdistill.errors import ActdistillError
+from actdistill.models._contract import prefixed_stages
 from actdistill.registry import register_method
 from actdistill.utils.runtime import mean_over_ranks
 
@@ -106,7 +107,7 @@ class AttentionPredictor(nn.Module):
         super().__init__()
         self.student, self.attention, self.per_sample_sigma = student, attention, per_sample_sigma
         self.pretrained_cfg = getattr(student, "pretrained_cfg", None)
-        self.feature_info = getattr(student, "feature_info", None)
+        self.feature_info = prefixed_stages(student, "student.")
         self.num_classes = getattr(student, "num_classes", None)
 
     def forward_features(self, x: Tensor) -> list[Tensor]:

@@ -33,11 +33,13 @@ from actdistill.utils.runtime import epoch_seed, seed_everything
 log = logging.getLogger("actdistill")
 
 
-def check_config(cfg: Config) -> Task:
-    """Every setting checked before any work: value ranges, the method for this task, metric names."""
+def check_config(cfg: Config, *, data_ready: bool = True) -> Task:
+    """Every setting checked before any work: value ranges, the method for this task, metric names; and, when the
+    data is already in place (`data_ready`), what the task checks in it."""
     check_values(cfg)
     task = task_for(cfg)
-    task.check(cfg)
+    if data_ready:
+        task.check(cfg)
     check_method(cfg.method, task)
     cfg.train.best_metric = cfg.train.best_metric or task.default_best
     if cfg.train.best_metric not in task.metrics:

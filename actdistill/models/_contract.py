@@ -13,6 +13,7 @@ A model is an `nn.Module` with:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -32,3 +33,11 @@ class PretrainedCfg:
     input_size: tuple[int, ...]
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
+
+
+def prefixed_stages(model: Any, prefix: str) -> list[FeatureInfo] | None:
+    """`model.feature_info` with every stage name under `prefix` (for a wrapper holding `model` as a submodule)."""
+    info = getattr(model, "feature_info", None)
+    if info is None:
+        return None
+    return [FeatureInfo(prefix + f.name, f.channels, f.stride, f.temporal_stride) for f in info]

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from actdistill.models._contract import prefixed_stages
 from actdistill.models.factory import create_model
 from actdistill.registry import MODELS
 
@@ -129,7 +130,7 @@ class ResidualInput(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.num_classes = backbone.num_classes
-        self.feature_info = backbone.feature_info
+        self.feature_info = prefixed_stages(backbone, "backbone.")
         self.pretrained_cfg = backbone.pretrained_cfg
 
     def forward_features(self, x: Tensor) -> list[Tensor]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -36,8 +37,8 @@ class PCLTupleDataset(Dataset):
     """PCL tuples of `records` (videos shorter than the tuple window are dropped; PCL keeps those with ≥ 64 frames).
 
     `augment`: a `(T, C, H, W)` uint8 → `(C, T, H, W)` float pipeline (`build_pcl_augment`) drawn once per clip with a
-    generator seeded by (tuple seed, clip number 0-2, 3 = remote); None = `[0, 1]` + ImageNet normalisation at the
-    video's own size (which must be even for the quadrant permutation). `train=False`: draws fixed per index;
+    generator seeded by (tuple seed, clip number 0-2, 3 = remote); None = frames resized to `size` × `size` (even, for
+    the quadrant permutation; None keeps the stored size), `[0, 1]` and ImageNet normalisation. `train=False`: draws fixed per index;
     `repeats` > 1 (validation only) gives `repeats` differently seeded tuples per video (item i is video i mod N).
     """
 
@@ -56,6 +57,7 @@ class PCLTupleDataset(Dataset):
         seed: int = 0,
         augment: VideoCompose | None = None,
         repeats: int = 1,
+        size: int | None = None,
     ) -> None:
         self.root = Path(root)
         self.window = tuple_total(clip_len, interval, tuple_len)
@@ -69,7 +71,7 @@ class PCLTupleDataset(Dataset):
             raise ActdistillError(f"repeats must be ≥ 1, and 1 for training (memory-bank indices), got {repeats}")
         self.clip_len, self.interval, self.tuple_len, self.mode = clip_len, interval, tuple_len, mode
         self.remote_rule, self.min_gap, self.train, self.seed = remote_rule, min_gap, train, seed
-        self.augment, self.repeats = augment, repeats
+        self.augment, self.repeats, self.size = augment, repeats, size
         self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
         self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
 
@@ -86,6 +88,8 @@ class PCLTupleDataset(Dataset):
         clip = torch.stack([frames[start + t] for t in range(self.clip_len)])  # (T, C, H, W) uint8
         if self.augment is not None:
             return self.augment(clip, clip_generator(seed, number))
+        if self.size and tuple(clip.shape[-2:]) != (self.size, self.size):
+            clip = TF.resize(clip, [self.size, self.size], antialias=True)
         return (clip.permute(1, 0, 2, 3).float() / 255 - self.mean) / self.std
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -154,6 +158,7 @@ def build_pcl_data(cfg: Config, train_draws: bool = True) -> tuple[PCLTupleDatas
         "min_gap": cfg.data.remote_min_gap,
         "seed": cfg.train.seed,
         "augment": build_pcl_augment(augment) if augment.enabled else None,
+        "size": None if augment.enabled else cfg.data.image_size,
     }
     root = Path(cfg.data.root)
     train = PCLTupleDataset(root, _records(cfg, "train"), train=train_draws, **common)
