@@ -18,7 +18,6 @@ import torch
 import torchvision.models.video as tv_video
 from torchvision.models import get_weight
 
-from actdistill.utils.flops import count
 from actdistill.distill.feature import AT, FitNet
 from actdistill.distill.logit import KD
 from actdistill.errors import ActdistillError
@@ -26,6 +25,7 @@ from actdistill.models import create_model
 from actdistill.models.torchvision_video import TORCHVISION_VIDEO_MODELS
 from actdistill.models.two_stream import create_flow_model
 from actdistill.registry import MODELS
+from actdistill.utils.flops import count
 
 NEW = sorted(TORCHVISION_VIDEO_MODELS)
 RESNETS = ["mc3_18", "r2plus1d_18", "r3d_18"]

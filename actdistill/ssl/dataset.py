@@ -38,8 +38,9 @@ class PCLTupleDataset(Dataset):
 
     `augment`: a `(T, C, H, W)` uint8 → `(C, T, H, W)` float pipeline (`build_pcl_augment`) drawn once per clip with a
     generator seeded by (tuple seed, clip number 0-2, 3 = remote); None = frames resized to `size` × `size` (even, for
-    the quadrant permutation; None keeps the stored size), `[0, 1]` and ImageNet normalisation. `train=False`: draws fixed per index;
-    `repeats` > 1 (validation only) gives `repeats` differently seeded tuples per video (item i is video i mod N).
+    the quadrant permutation; None keeps the stored size), `[0, 1]` and ImageNet normalisation. `train=False`: draws
+    fixed per index; `repeats` > 1 (validation only) gives `repeats` differently seeded tuples per video (item i is
+    video i mod N).
     """
 
     def __init__(
