@@ -493,6 +493,15 @@ class SimKDStudent(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return simkd_predict(self.student, self.tap, self.layout, self.projector, self.teacher_head, x)
 
+    def forward_features(self, x: Tensor) -> list[Tensor]:
+        """The student's stage maps (the model contract); `forward_head` reads the tapped one (the last by default)."""
+        return self.student.forward_features(x)
+
+    def forward_head(self, feature: Tensor) -> Tensor:
+        """Teacher head on the projected student map → `(B, K)`."""
+        projected = self.projector(self.layout.student_layout(feature, feature.shape[0]))
+        return class_logits(self.teacher_head.forward_head(projected))
+
 
 def simkd_predict(
     student: nn.Module, tap: Tap, layout: FeatureAdapter, projector: nn.Module, teacher: nn.Module, x: Tensor
