@@ -45,8 +45,6 @@ MODEL_KWARGS: dict[str, dict[str, Any]] = {
         "teacher": {"name": "convnext_demo", "num_classes": 3, "kwargs": {}},
     },
 }  # fmt: skip
-# Known bugs (reported with issue 15): the SimKD predictor does not follow the model contract (B2).
-MODEL_BUGS = {"simkd_predictor": "B2: SimKDStudent has no pretrained_cfg / num_classes / feature_info"}
 
 
 def _input_size(name: str, model: torch.nn.Module) -> tuple[int, ...]:
@@ -58,8 +56,6 @@ def _input_size(name: str, model: torch.nn.Module) -> tuple[int, ...]:
 @pytest.mark.parametrize("name", MODELS.names())
 def test_model_contract_on_the_meta_device(name: str) -> None:
     model = _build_meta(name)
-    if name in MODEL_BUGS and not hasattr(model, "pretrained_cfg"):
-        pytest.xfail(MODEL_BUGS[name])
     size = _input_size(name, model)
     x = torch.empty(2, *size, device="meta")
     with torch.no_grad():
@@ -253,12 +249,6 @@ def test_unknown_dataset_task_is_refused(monkeypatch) -> None:
         task_for(cfg)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="B5: without data.augment, PCL clips keep the videos' stored size; data.image_size (checked to be even, "
-    "used for the MAC count) is never applied",
-)
 def test_pcl_clips_have_the_side_the_task_reports(tiny_ucf, tmp_path) -> None:
     cfg = load_config(None, [*TINY_PCL_RUN, "data.image_size=16", f"data.root={tiny_ucf}"])  # 32² videos
     task = task_for(cfg)

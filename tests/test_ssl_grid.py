@@ -148,13 +148,6 @@ def test_settings_are_checked_before_any_run_trains(tmp_path, monkeypatch) -> No
     assert not (tmp_path / "out" / "base_r3d").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,  # training started
-    reason="B3: ssl-grid validate_grid builds no model, and checks nothing at all when the grid has `synthetic:` "
-    "(config_from_dict({}, base=cfg) is a no-op), so such errors surface only when their run trains, after the "
-    "runs before it",
-)
 @pytest.mark.parametrize("case", ["c3d_cannot_take_4_frames", "unknown_model_kwarg", "method_typo_with_synthetic_data"])
 def test_every_run_is_refused_before_any_run_trains(tmp_path, monkeypatch, case) -> None:
     monkeypatch.setattr(grid, "fit", _no_training)
