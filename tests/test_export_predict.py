@@ -77,6 +77,8 @@ def test_metadata_round_trip(image_run):
     assert json.loads(meta["mean"]) == pytest.approx(list(model.pretrained_cfg.mean))
     assert json.loads(meta["std"]) == pytest.approx(list(model.pretrained_cfg.std))
     assert meta["model_name"] == "pvt_v2_demo" and meta["task"] == "image" and meta["actdistill_version"]
+    data = json.loads(meta["config"])["data"]  # the run config: `evaluate_onnx` rebuilds the test split from it
+    assert data["image_size"] == 32 and data["name"] == "stanford40"
 
 
 def test_exported_weights_are_the_student_only(image_run):
