@@ -75,7 +75,13 @@ def _pct(key: str, value: float) -> str:
 def cmd_eval(args: argparse.Namespace) -> int:
     from actdistill.engine.evaluate import evaluate_checkpoint, evaluate_fused
 
-    if args.fuse_flow:
+    if Path(args.checkpoint).suffix == ".onnx":
+        if args.fuse_flow:
+            raise ActdistillError("--fuse-flow takes checkpoints (.pt), not exported .onnx models")
+        from actdistill.deploy.onnx_eval import evaluate_onnx
+
+        report = evaluate_onnx(args.checkpoint, args.overrides)
+    elif args.fuse_flow:
         report = evaluate_fused(
             args.checkpoint, args.fuse_flow, args.overrides, mode=args.fusion, rgb_weight=args.rgb_weight
         )
@@ -244,11 +250,12 @@ def _add_core(sub: Any) -> None:
 
     p = sub.add_parser(
         "eval",
-        help="evaluate a checkpoint on the test split (the network the run evaluated)",
-        description="Evaluate a run's checkpoint (best.pt / last.pt) on the test split of the dataset it was trained "
-        "on; override e.g. data.root=... to point at another copy.",
+        help="evaluate a checkpoint or an exported .onnx model on the test split (the network the run evaluated)",
+        description="Evaluate a run's checkpoint (best.pt / last.pt) or a model written by `actdistill export` "
+        "(fp32 or int8, with ONNX Runtime) on the test split of the dataset it was trained on; override e.g. "
+        "data.root=... to point at another copy.",
     )
-    p.add_argument("checkpoint", help="path to checkpoints/best.pt or last.pt")
+    p.add_argument("checkpoint", help="checkpoints/best.pt or last.pt, or an exported .onnx model")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides (e.g. data.root=/data/Stanford40)")
     p.add_argument("--out", help="write the full JSON report (per-class AP, confusion matrix) here")
     p.add_argument(
@@ -367,11 +374,31 @@ def _add_deploy(sub: Any) -> None:
         "metadata, and check ONNX Runtime against PyTorch. Needs: pip install 'actdistill[onnx]'.",
     )
     p.add_argument("checkpoint", help="a run's checkpoints/best.pt or last.pt")
+    p.add_argument(
+        "overrides", nargs="*", help="data.key=value overrides for the calibration data (e.g. data.root=/data/S40)"
+    )
     p.add_argument("--format", default="onnx", choices=["onnx"], help="export format (default: onnx)")
     p.add_argument("--out", help="output file (default: the checkpoint path with .onnx)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18, the exporter's native one)")
     p.add_argument("--batch", type=int, default=1, help="batch size of the verification input (default: 1)")
-    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
+    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch (and int8) checks")
+    p.add_argument(
+        "--quantize", choices=["int8"],
+        help="also write an int8 model (ONNX Runtime quantization); --out names it, the fp32 model is kept beside it",
+    )  # fmt: skip
+    p.add_argument(
+        "--calibration", type=int, default=64, metavar="N",
+        help="int8: training samples (test transform) that calibrate the activation ranges (default: 64)",
+    )  # fmt: skip
+    p.add_argument(
+        "--quant-mode", default="auto", choices=["auto", "static", "dynamic"],
+        help="int8: static QDQ, dynamic, or auto (static unless its ops miss most of the MACs; default)",
+    )  # fmt: skip
+    p.add_argument("--per-tensor", action="store_true", help="int8: one weight scale per tensor (default: per channel)")
+    p.add_argument(
+        "--calibration-method", default="minmax", choices=["minmax", "entropy", "percentile"],
+        help="int8 static: activation-range estimator (default: minmax)",
+    )  # fmt: skip
     _handler(p, "actdistill.deploy.export:cmd_export")
 
     p = sub.add_parser(
@@ -405,6 +432,10 @@ def _add_deploy(sub: Any) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, auto (default: cpu)")
     p.add_argument("--precision", default="fp32", help="plain/online-KD step precision: fp32|bf16|auto (default fp32)")
     p.add_argument("--no-onnx", action="store_true", help="skip ONNX Runtime")
+    p.add_argument(
+        "--int8", action="store_true",
+        help="add ONNX Runtime int8 rows (static QDQ, random calibration: fine for latency, not for accuracy)",
+    )  # fmt: skip
     p.add_argument("--no-train", action="store_true", help="skip the training-step comparison")
     p.add_argument("--json", help="also write the results as JSON here")
     _handler(p, "actdistill.analysis.bench:cmd_bench")

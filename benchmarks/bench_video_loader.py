@@ -8,13 +8,26 @@ Generates a synthetic UCF101-layout set (default 24 videos of 150 frames at 256�
 Prints a table and the same numbers as JSON.
 
     python benchmarks/bench_video_loader.py [--videos 24] [--frames 150] [--size 256] [--json out.json]
+
+`--paper-scale` instead measures the training loader at paper 2's input (64-frame clips, 224² crops of 320×240
+UCF101-like XVID AVIs with packed B-frames, `benchmarks/bench_decoders.py`) against the raw decode + RGB-convert
+rate of the same clips: `read_frames` alone in 2 processes vs the DataLoader with 2 workers (decode, MultiScaleCrop,
+flip, normalisation, collation, hand-over to the main process), measured alternately over `--rounds` rounds; the
+target is loader ≥ 80 % of raw. A per-stage breakdown (one process) shows where a worker's time goes.
+
+    python benchmarks/bench_video_loader.py --paper-scale [--videos 24] [--clips 96] [--rounds 3] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
+import os
 import platform
+import resource
+import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +50,7 @@ from actdistill.data.video_transforms import (
     ShortSideResize,
     ToNormalizedClip,
     VideoCompose,
+    VideoTransform,
 )
 
 
@@ -122,8 +136,16 @@ def main() -> None:
     )
     ap.add_argument("--data", default="", help="reuse/generate the synthetic set here (default: a temp dir)")
     ap.add_argument("--json", default="", help="also write the results to this file")
+    ap.add_argument("--paper-scale", action="store_true", help="64×224² loader vs raw decode+convert (see top)")
+    ap.add_argument("--rounds", type=int, default=3, help="--paper-scale: alternating raw/loader rounds")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.paper_scale:
+        res = paper_scale(args)
+        print(json.dumps(res, indent=1))
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=1))
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.data or tmp) / "synth_bench"
@@ -164,6 +186,152 @@ def main() -> None:
     print(json.dumps(res, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
+
+
+# ---------------------------------------------------------------------------------------------------- paper scale
+
+
+def _read_clip(job: tuple[str, list[int]]) -> int:
+    """Decode + RGB-convert one clip (the raw work of a loader worker, without transforms or hand-over)."""
+    return int(read_frames(job[0], job[1]).shape[0])
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    return platform.processor() or platform.machine()
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process plus its reaped children (loader workers and pool processes, once joined)."""
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + kids.ru_utime + kids.ru_stime
+
+
+def _measured(fn, clips: int) -> tuple[float, float]:
+    """`(clips/s wall, CPU ms per clip over all processes)` of `fn()`, which returns its wall rate."""
+    c0 = _cpu_s()
+    rate = fn()
+    return rate, 1000 * (_cpu_s() - c0) / clips
+
+
+def _raw_rate(jobs: list[tuple[str, list[int]]], processes: int) -> float:
+    """Clips/s of `read_frames` alone over `jobs` in `processes` worker processes (pool start-up excluded)."""
+    with mp.get_context("fork").Pool(processes) as pool:
+        pool.map(_read_clip, jobs[:processes])  # start the workers and import PyAV in each
+        t0 = time.perf_counter()
+        pool.map(_read_clip, jobs, chunksize=1)
+        return len(jobs) / (time.perf_counter() - t0)
+
+
+def _stage_breakdown(dataset: VideoClipDataset, n: int, batch: int) -> dict[str, float]:
+    """Per-clip ms of each stage in one process: decode+convert, transform, collation, move to shared memory."""
+    from actdistill.data.collate import collate_skip_broken
+
+    gen = torch.Generator().manual_seed(1)
+    spent = {"decode_convert": 0.0, "transform": 0.0, "collate": 0.0, "to_shared_memory": 0.0}
+    samples = []
+    for i in torch.randint(len(dataset), (n,), generator=gen).tolist():
+        rec = dataset.records[i]
+        idx = dense_clip_indices(rec.num_frames, dataset.clip_len, 1, "train", gen)
+        t0 = time.process_time()
+        frames = read_frames(dataset.root / rec.path, idx)
+        t1 = time.process_time()
+        clip = dataset.transform(frames)
+        t2 = time.process_time()
+        spent["decode_convert"] += t1 - t0
+        spent["transform"] += t2 - t1
+        samples.append({"input": clip, "label": rec.label, "index": i})
+        if len(samples) == batch:
+            t0 = time.process_time()
+            out = collate_skip_broken(samples)
+            t1 = time.process_time()
+            out["input"].share_memory_()  # what a worker's collate does (it allocates in shared memory directly)
+            spent["to_shared_memory"] += time.process_time() - t1
+            spent["collate"] += t1 - t0
+            samples = []
+    return {k: 1000 * v / n for k, v in spent.items()}
+
+
+class ToUint8Clip(VideoTransform):
+    """`(T, C, H, W)` uint8 → `(C, T, H, W)` uint8 contiguous: the clip handed over as bytes, normalised later on the
+    training device (`(x.float() / 255 − mean) / std`, microseconds on a GPU). A quarter of float32's memory traffic
+    through collation and shared memory."""
+
+    def apply(self, clip: torch.Tensor, params: dict) -> torch.Tensor:
+        return clip.permute(1, 0, 2, 3).contiguous()
+
+
+def paper_scale(args: argparse.Namespace) -> dict:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_decoders import scene, write_video
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.data or tmp) / "ucf_like_320x240"
+        root.mkdir(parents=True, exist_ok=True)
+        videos = max(4, args.videos)
+        entries = []
+        for k in range(videos):
+            rel = f"c{k % 4}/v_{k:03d}.avi"
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.is_file():
+                write_video(path, scene(180, seed=k), "mpeg4", gop=250, bf=2)  # UCF101-like: XVID, packed B-frames
+            entries.append((rel, k % 4))
+        records = build_manifest(root, entries, progress=False)
+        transform = _transform(64, 224)
+        dataset = VideoClipDataset(records, root, clip_len=64, transform=transform, mode="train")
+        as_uint8 = VideoCompose([MultiScaleCrop(224), HorizontalFlip(), ToUint8Clip()])
+        dataset_u8 = VideoClipDataset(records, root, clip_len=64, transform=as_uint8, mode="train")
+        gen = torch.Generator().manual_seed(0)
+        clips = max(8, args.clips // 2)  # 64-frame clips: half the 16-frame count, as in the default mode
+        jobs = [
+            (str(root / r.path), dense_clip_indices(r.num_frames, 64, 1, "train", gen))
+            for r in (records[i] for i in torch.randint(len(records), (clips,), generator=gen).tolist())
+        ]
+        runs: dict[str, list[tuple[float, float]]] = {"raw": [], "float32": [], "uint8": []}
+        for _ in range(args.rounds):  # alternate, so load changes hit all alike
+            runs["raw"].append(_measured(lambda: _raw_rate(jobs, 2), clips))
+            runs["float32"].append(_measured(lambda: loader_rate(dataset, 2, 8, clips), clips + 8))
+            runs["uint8"].append(_measured(lambda: loader_rate(dataset_u8, 2, 8, clips), clips + 8))
+        raw, loader, loader_u8 = ([r[0] for r in runs[k]] for k in ("raw", "float32", "uint8"))
+        ratios = [b / a for a, b in zip(raw, loader)]
+        ratios_u8 = [b / a for a, b in zip(raw, loader_u8)]
+        cpu = {k: statistics.median(r[1] for r in v) for k, v in runs.items()}
+        res = {
+            "setup": {
+                "videos": videos, "clip": "64×224² (MultiScaleCrop, flip, normalise) from 320×240 XVID AVI, B-frames",
+                "clips_per_round": clips, "rounds": args.rounds, "workers": 2, "batch": 8,
+                "cpu": _cpu_model(), "capability": torch.backends.cpu.get_cpu_capability(), "torch_threads": 1,
+                "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", ""),
+            },
+            "raw_decode_convert_2proc_clips_per_s": raw,
+            "loader_2workers_clips_per_s": loader,
+            "loader_over_raw": ratios,
+            "loader_over_raw_median": statistics.median(ratios),
+            "cpu_ms_per_clip_all_processes": cpu,
+            "loader_over_raw_by_cpu": {k: cpu["raw"] / cpu[k] for k in ("float32", "uint8")},
+            "loader_uint8_2workers_clips_per_s": loader_u8,
+            "loader_uint8_over_raw": ratios_u8,
+            "loader_uint8_over_raw_median": statistics.median(ratios_u8),
+            "stage_ms_per_clip_one_process": _stage_breakdown(dataset, min(clips, 24), 8),
+            "stage_ms_per_clip_one_process_uint8": _stage_breakdown(dataset_u8, min(clips, 24), 8),
+        }  # fmt: skip
+    print(f"\n64×224² clips/s (THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', '')!r})")
+    print("  raw decode+convert (2 proc)   loader float32 (2 workers)  loader/raw   loader uint8   uint8/raw")
+    for a, b, r, c, r8 in zip(raw, loader, ratios, loader_u8, ratios_u8):
+        print(f"  {a:>27.2f} {b:>28.2f} {100 * r:>10.0f}% {c:>14.2f} {100 * r8:>10.0f}%")
+    by_cpu = res["loader_over_raw_by_cpu"]
+    print(
+        f"CPU ms per clip, all processes: raw {cpu['raw']:.1f}, loader float32 {cpu['float32']:.1f} "
+        f"({100 * by_cpu['float32']:.0f}% of raw rate), loader uint8 {cpu['uint8']:.1f} ({100 * by_cpu['uint8']:.0f}%)"
+    )
+    for key in ("", "_uint8"):
+        stages = res["stage_ms_per_clip_one_process" + key]
+        text = ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
+        print(f"per-clip CPU ms in one process{key.replace('_', ', ')}: {text}")
+    return res
 
 
 def print_table(res: dict) -> None:

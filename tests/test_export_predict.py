@@ -79,6 +79,8 @@ def test_metadata_round_trip(image_run):
     assert json.loads(meta["mean"]) == pytest.approx(list(model.pretrained_cfg.mean))
     assert json.loads(meta["std"]) == pytest.approx(list(model.pretrained_cfg.std))
     assert meta["model_name"] == "pvt_v2_demo" and meta["task"] == "image" and meta["actdistill_version"]
+    data = json.loads(meta["config"])["data"]  # the run config: `evaluate_onnx` rebuilds the test split from it
+    assert data["image_size"] == 32 and data["name"] == "stanford40"
 
 
 def test_exported_weights_are_the_student_only(image_run):
@@ -140,12 +142,6 @@ def test_clear_errors(image_run, tmp_path, monkeypatch):
         predict_files(tmp / "model.onnx", [img])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="B1: deploy.export.load_student (predict, export, bench) rebuilds the bare student, not the run's "
-    "predictor (engine.evaluate.load_predictor) that training and `actdistill eval` score",
-)
 def test_predict_scores_the_runs_predictor(tmp_path):
     """A run whose predictor is more than its student (paper 2's attention head on the student, here AT with
     `student_attention`): `predict` must give the logits `actdistill eval` scores."""

@@ -82,6 +82,22 @@ def test_seek_equals_decode_all(keyframed, ext, monkeypatch):
         assert torch.equal(got, expected) and torch.equal(got, everything[idx])
 
 
+@pytest.mark.parametrize("ext", ["avi", "mp4"])
+def test_reused_reformatter_gives_the_per_frame_conversion(keyframed, ext):
+    """`read_frames` converts through one reused swscale context per video: same pixels as converting each frame
+    on its own (PyAV's `frame.reformat`), and every returned frame is its own copy (no reused output buffer)."""
+    import av
+
+    path = keyframed[ext]
+    with av.open(str(path)) as container:
+        ref = np.stack([f.reformat(format="rgb24").to_ndarray() for f in container.decode(video=0)])
+    idx = [3, 4, 5, 40, 41, 4]
+    for strategy in ("seek", "sequential"):
+        got = read_frames(path, idx, strategy=strategy)
+        assert np.array_equal(got.permute(0, 2, 3, 1).numpy(), ref[idx])
+    assert not np.shares_memory(got[0].numpy(), got[1].numpy())
+
+
 @needs_sample
 def test_real_frame_folder_rgb_and_flow():
     folder = SAMPLE / "rawframes"

@@ -1,8 +1,9 @@
 """`actdistill bench`: teacher vs student inference latency/throughput/memory, and KD training-step cost.
 
 Inference: PyTorch eager (eval, `torch.inference_mode`) at each batch size, and ONNX Runtime (CPU provider) when
-installed. Peak memory: on CUDA `torch.cuda.max_memory_allocated` above the model's resident weights; on CPU the
-growth of the peak RSS during one forward, with the kernel's peak mark reset first on Linux (`cpu_forward_peak_mb`).
+installed, fp32 and (`int8=True`) int8 (`actdistill.deploy.quantize`); all rows of a batch size are timed in turn.
+Peak memory: on CUDA `torch.cuda.max_memory_allocated` above the model's resident weights; on CPU the growth of the
+peak RSS during one forward, with the kernel's peak mark reset first on Linux (`cpu_forward_peak_mb`).
 Training: median optimizer-step time of a plain (cross-entropy) step, actdistill's online KD step (frozen teacher
 in eval mode under no_grad, same autocast precision as the plain step), and a naive reference KD step (fp32,
 teacher in train mode with autograd on, as in typical KD codebases); the ratios between them are measured in one
@@ -66,6 +67,23 @@ def _median_s(fn: Callable[[], Any], steps: int, warmup: int, device: torch.devi
     return statistics.median(times)
 
 
+def _interleaved_medians(
+    fns: dict[Any, Callable[[], Any]], steps: int, warmup: int, device: torch.device
+) -> dict[Any, float]:
+    """Median wall time of each `fns[key]()`, the calls taken in turn (round-robin), so a change of machine load
+    during the measurement hits every entry alike and the ratios between them stay meaningful."""
+    times: dict[Any, list[float]] = {k: [] for k in fns}
+    for i in range(warmup + steps):
+        for key, fn in fns.items():
+            _sync(device)
+            tick = time.perf_counter()
+            fn()
+            _sync(device)
+            if i >= warmup:
+                times[key].append(time.perf_counter() - tick)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
@@ -104,33 +122,47 @@ def cpu_forward_peak_mb(model: nn.Module, x: Tensor) -> float:
         return max(0.0, _rss_mb() - base)
 
 
-def _eager(model: nn.Module, x: Tensor, steps: int, warmup: int, device: torch.device) -> dict[str, float]:
-    """Latency (median ms), throughput (samples/s) and peak memory (MB) of eval-mode forward passes."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    peak = 0.0 if device.type == "cuda" else cpu_forward_peak_mb(model, x)  # first: before warm caches hide it
+def _eager_peak_mb(model: nn.Module, x: Tensor, device: torch.device) -> float:
+    """Peak memory (MB) of one eval-mode forward: CUDA activations above the weights, or the CPU peak-RSS growth."""
+    if device.type != "cuda":
+        return cpu_forward_peak_mb(model, x)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
     with torch.inference_mode():
-        sec = _median_s(lambda: model(x), steps, warmup, device)
-    if device.type == "cuda":
-        peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    return {"latency_ms": 1000 * sec, "throughput": x.shape[0] / sec, "peak_mem_mb": peak}
+        model(x)
+    _sync(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
 
 
-def _onnx_session(model: nn.Module, shape: tuple[int, ...], folder: Path, name: str):
+def _onnx_sessions(
+    model: nn.Module, shape: tuple[int, ...], folder: Path, name: str, int8: bool
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """ONNX Runtime sessions `{"onnx": fp32[, "onnx_int8": int8]}` and the int8 quantization summary.
+
+    The int8 model is calibrated on 8 random-normal inputs: latency does not depend on the calibration data (the
+    scales change, not the kernels); export a checkpoint with `--quantize int8` for a calibrated, accurate model.
+    """
     from actdistill.deploy.export import export_model, require_onnx
 
     _, ort = require_onnx("ONNX Runtime benchmarks", exporter=True)
     path = export_model(model.cpu(), shape, folder / f"{name}.onnx")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    opts.log_severity_level = 3
+    sessions = {"onnx": ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])}
+    summary = None
+    if int8:
+        from actdistill.deploy.quantize import quantize_onnx
+
+        calib = torch.randn(8, *shape, generator=torch.Generator().manual_seed(0)).numpy()
+        summary = quantize_onnx(path, folder / f"{name}.int8.onnx", calib)
+        sessions["onnx_int8"] = ort.InferenceSession(summary["path"], opts, providers=["CPUExecutionProvider"])
+    return sessions, summary
 
 
-def _ort(session: Any, x: Tensor, steps: int, warmup: int) -> dict[str, float]:
+def _ort_fn(session: Any, x: Tensor) -> Callable[[], Any]:
     feed = {session.get_inputs()[0].name: x.cpu().numpy()}
-    sec = _median_s(lambda: session.run(None, feed), steps, warmup, torch.device("cpu"))
-    return {"latency_ms": 1000 * sec, "throughput": x.shape[0] / sec}
+    return lambda: session.run(None, feed)
 
 
 def _naive_kd_step(student: nn.Module, teacher: nn.Module, opt: torch.optim.Optimizer, batch: dict) -> None:
@@ -227,14 +259,18 @@ def bench(
     device: str = "cpu",
     precision: str = "fp32",
     onnx: bool = True,
+    int8: bool = False,
     train: bool = True,
 ) -> dict[str, Any]:
     """Benchmark teacher vs student (checkpoint paths or model names); returns the JSON-able results dict.
 
-    Keys: `setup`, `inference` ({"eager"|"onnx": {"teacher"|"student": {batch: {latency_ms, throughput[,
-    peak_mem_mb]}}}}), `speedup` (teacher latency / student latency per runtime and batch), `train_step_ms`
+    Keys: `setup`, `inference` ({"eager"|"onnx"|"onnx_int8": {"teacher"|"student": {batch: {latency_ms,
+    throughput[, peak_mem_mb]}}}}), `speedup` (teacher latency / student latency per runtime and batch),
+    `speedup_vs_eager_teacher` (eager fp32 teacher latency / student latency, per runtime and batch), `train_step_ms`
     ({plain, online_kd, cached_kd, naive_kd}), `train_ratios` (online_kd/plain, naive_kd/plain, naive_kd/online_kd,
     cached_kd/plain, naive_kd/cached_kd).
+    All inference rows of one batch size are timed in turn (round-robin), so their ratios are robust to load.
+    `int8` (needs `onnx`) adds ONNX Runtime int8 rows (`quantize_onnx`, auto mode) and `setup["int8"]`.
     """
     from actdistill.utils.runtime import resolve_device
 
@@ -261,16 +297,45 @@ def bench(
         },
         "inference": {"eager": {"student": {}, "teacher": {}}},
     }  # fmt: skip
-    for role, (model, shape, _) in models.items():
+    inference: dict[str, Any] = results["inference"]
+    tmp = tempfile.TemporaryDirectory(prefix="actdistill-bench-")
+    sessions: dict[str, dict[str, Any]] = {}
+    try:
+        if onnx:
+            for role, (model, shape, _) in models.items():
+                sessions[role], summary = _onnx_sessions(model, shape, Path(tmp.name), role, int8)
+                model.to(dev)
+                if summary is not None:
+                    keep = ("mode", "reason", "kernels")
+                    results["setup"].setdefault("int8", {})[role] = {k: summary[k] for k in keep}
         for b in batches:
-            x = torch.randn(b, *shape, device=dev)
-            results["inference"]["eager"][role][b] = _eager(model, x, steps, warmup, dev)
-    if onnx:
-        results["inference"]["onnx"] = _onnx_results(models, batches, steps, warmup)
-        for _, (model, _, _) in models.items():
-            model.to(dev)
+            fns: dict[tuple[str, str], Callable[[], Any]] = {}
+            for role, (model, shape, _) in models.items():
+                x = torch.randn(b, *shape, device=dev)
+                peak = _eager_peak_mb(model, x, dev)  # first: before warm caches hide it
+                inference["eager"][role][b] = {"peak_mem_mb": peak}
+                fns[("eager", role)] = lambda model=model, x=x: model(x)
+                for runtime, session in sessions.get(role, {}).items():
+                    fns[(runtime, role)] = _ort_fn(session, x)
+            with torch.inference_mode():
+                sec = _interleaved_medians(fns, steps, warmup, dev)
+            for (runtime, role), value in sec.items():
+                row = inference.setdefault(runtime, {"student": {}, "teacher": {}})[role].setdefault(b, {})
+                row.update(latency_ms=1000 * value, throughput=b / value)
+    finally:
+        sessions.clear()
+        tmp.cleanup()
+    for rows in inference.values():  # key order: latency, throughput, peak memory
+        for role in rows:
+            for b, row in rows[role].items():
+                rows[role][b] = {k: row[k] for k in ("latency_ms", "throughput", "peak_mem_mb") if k in row}
     results["speedup"] = {
         runtime: {b: rows["teacher"][b]["latency_ms"] / rows["student"][b]["latency_ms"] for b in batches}
+        for runtime, rows in results["inference"].items()
+    }
+    eager_teacher = results["inference"]["eager"]["teacher"]
+    results["speedup_vs_eager_teacher"] = {
+        runtime: {b: eager_teacher[b]["latency_ms"] / rows["student"][b]["latency_ms"] for b in batches}
         for runtime, rows in results["inference"].items()
     }
     if train:
@@ -292,22 +357,14 @@ def bench(
     return results
 
 
-def _onnx_results(models: dict, batches: Sequence[int], steps: int, warmup: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="actdistill-bench-") as tmp:
-        for role, (model, shape, _) in models.items():
-            session = _onnx_session(model, shape, Path(tmp), role)
-            out[role] = {b: _ort(session, torch.randn(b, *shape), steps, warmup) for b in batches}
-    return out
-
-
 def format_table(results: dict[str, Any]) -> str:
     """Human-readable table of `bench()` results."""
     s = results["setup"]
     lines = [
         f"teacher {s['teacher']} ({s['parameters']['teacher'] / 1e6:.2f}M params) vs "
         f"student {s['student']} ({s['parameters']['student'] / 1e6:.2f}M), {s['device']}, {s['threads']} threads",
-        f"{'runtime':<8} {'batch':>5} {'model':<8} {'latency ms':>11} {'samples/s':>10} {'peak MB':>8} {'speed-up':>9}",
+        f"{'runtime':<10} {'batch':>5} {'model':<8} {'latency ms':>11} {'samples/s':>10} {'peak MB':>8} {'speed-up':>9}"
+        f" {'vs eager T':>10}",
     ]
     for runtime, rows in results["inference"].items():
         for b in s["batches"]:
@@ -315,21 +372,23 @@ def format_table(results: dict[str, Any]) -> str:
                 r = rows[role][b]
                 mem = f"{r['peak_mem_mb']:8.1f}" if "peak_mem_mb" in r else f"{'-':>8}"
                 up = f"{results['speedup'][runtime][b]:8.2f}x" if role == "student" else ""
+                vs = results.get("speedup_vs_eager_teacher", {}).get(runtime, {}).get(b)
+                vs_eager = f"{vs:9.2f}x" if role == "student" and vs is not None else ""
                 lines.append(
-                    f"{runtime:<8} {b:>5} {role:<8} {r['latency_ms']:11.2f} {r['throughput']:10.1f} {mem} {up:>9}"
+                    f"{runtime:<10} {b:>5} {role:<8} {r['latency_ms']:11.2f} {r['throughput']:10.1f} {mem} {up:>9}"
+                    f" {vs_eager:>10}"
                 )
+    for role, q in s.get("int8", {}).items():
+        why = f" ({q['reason']})" if q["reason"] else ""
+        lines.append(
+            f"int8 {role}: {q['mode']}{why}; kernels {q['kernels']['int8']} int8, {q['kernels']['float']} fp32"
+        )
+    lines.append("speed-up: teacher / student latency in the same runtime; vs eager T: fp32 eager teacher / student")
     if "train_step_ms" in results:
         steps = ", ".join(f"{k} {v:.1f} ms" for k, v in results["train_step_ms"].items())
         ratios = ", ".join(f"{k} {v:.2f}" for k, v in results["train_ratios"].items())
         lines += [f"train step (batch {s['train_batch']}, {s['precision']}): {steps}", f"ratios: {ratios}"]
     return "\n".join(lines)
-
-
-def _batches(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--batch wants comma-separated integers such as 1,32; got {text!r}") from None
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -345,7 +404,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     results = bench(
         args.teacher, args.student, size=args.size, batches=args.batch, clip=args.clip, classes=args.classes,
         steps=args.steps, warmup=args.warmup, train_batch=args.train_batch, device=args.device,
-        precision=args.precision, onnx=onnx, train=not args.no_train,
+        precision=args.precision, onnx=onnx, int8=onnx and args.int8, train=not args.no_train,
     )  # fmt: skip
     print(format_table(results))
     if args.json:

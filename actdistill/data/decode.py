@@ -3,6 +3,10 @@
 Video files are read with PyAV; frame folders use the two-stream / mmaction2 layouts: RGB `img_00001.jpg`, ...
 (1-based), optical flow `flow_x_00001.jpg` + `flow_y_00001.jpg` or `x_00001.jpg` + `y_00001.jpg` (8-bit grey).
 Frame indices are 0-based everywhere in the API, may repeat (loop padding) and may come in any order.
+
+PyAV is the only video backend on purpose: torchcodec 0.17 and decord2 3.4 were at most 1.35× faster per 64-frame
+clip than this module, and torchcodec returned the previous frame on XVID AVIs with packed B-frames (UCF101's and
+HMDB51's format); benchmarks/bench_decoders.py, BENCHMARKS.md "Video decoders".
 """
 
 from __future__ import annotations
@@ -187,9 +191,21 @@ def _read_video(path: Path, idx: list[int], strategy: Strategy) -> Tensor:
     return _to_tensor(path, [got[i] for i in idx])
 
 
-def _rgb(frame) -> np.ndarray:
-    """`(H, W, 3)` uint8 RGB; `reformat` first is several times faster than `to_ndarray(format=...)` in PyAV 18."""
-    return frame.reformat(format="rgb24").to_ndarray()
+class _RGB:
+    """Frames → `(H, W, 3)` uint8 RGB through one reused `VideoReformatter` (one swscale context per video).
+
+    `frame.reformat(...)` builds a new swscale context on every call; for 320×240 MPEG-4 that set-up cost as much
+    as the conversion itself: 128 frames decoded + converted took 51-57 ms of CPU with it, 28 ms with one reused
+    reformatter (benchmarks/bench_decoders.py, BENCHMARKS.md "video decoders").
+    """
+
+    def __init__(self) -> None:
+        from av.video.reformatter import VideoReformatter
+
+        self.reformatter = VideoReformatter()
+
+    def __call__(self, frame) -> np.ndarray:
+        return self.reformatter.reformat(frame, format="rgb24").to_ndarray()
 
 
 def _decode_after_seek(container, stream, wanted: set[int]) -> dict[int, np.ndarray]:
@@ -199,6 +215,7 @@ def _decode_after_seek(container, stream, wanted: set[int]) -> dict[int, np.ndar
     start = stream.start_time or 0
     first, last = min(wanted), max(wanted)
     container.seek(start + int(first / fps / tb), stream=stream, backward=True)
+    rgb = _RGB()
     got: dict[int, np.ndarray] = {}
     prev = None
     for frame in container.decode(stream):
@@ -210,7 +227,7 @@ def _decode_after_seek(container, stream, wanted: set[int]) -> dict[int, np.ndar
             raise _Unreliable
         prev = i
         if i in wanted:
-            got[i] = _rgb(frame)
+            got[i] = rgb(frame)
         if i >= last:
             return got
     raise _Unreliable  # stream ended early: let the sequential path apply the truncation rules
@@ -221,12 +238,13 @@ def _decode_from_start(path: Path, container, stream, wanted: set[int]) -> dict[
     import av
 
     last = max(wanted)
+    rgb = _RGB()
     got: dict[int, np.ndarray] = {}
     n, last_frame, error = 0, None, ""
     try:
         for frame in container.decode(stream):
             if n in wanted:
-                got[n] = _rgb(frame)
+                got[n] = rgb(frame)
             last_frame, n = frame, n + 1
             if n > last:
                 return got
@@ -239,7 +257,7 @@ def _decode_from_start(path: Path, container, stream, wanted: set[int]) -> dict[
         raise VideoDecodeError(
             path, f"only {n} frames decodable but frame {missing[-1]} requested (truncated or corrupt){error}"
         )
-    tail = _rgb(last_frame)
+    tail = rgb(last_frame)
     for i in missing:
         got[i] = tail
     return got
