@@ -40,6 +40,23 @@ BATCH_KEYS: dict[str, BatchKey] = {
     "labels": BatchKey("list of B (N_b,) int64: classes of those segments", "detection"),
     "video": BatchKey("list of B str: video names", "detection"),
     "offset": BatchKey("(B,) int64: first feature step of the training crop", "detection"),
+    "ssl_input": BatchKey(
+        "(B, C, T) float: the crop with a background piece spliced into an action (AFSD's boundary-consistency "
+        "sample; a copy of `input` where `ssl_valid` is False)",
+        "detection training data when the method has ssl_weight > 0",
+    ),
+    "ssl_input_t": BatchKey(
+        "like `ssl_input`: the same splice of the teacher's features `input_t`",
+        "detection training data with data.teacher_root when the method has ssl_weight > 0",
+    ),
+    "ssl_segments": BatchKey(
+        "(B, 3, 2) int64: inclusive steps of the left part, right part and inserted piece in `ssl_input`",
+        "detection training data when the method has ssl_weight > 0",
+    ),
+    "ssl_valid": BatchKey(
+        "(B,) bool: the sample has an SSL part (a long enough action and background in the crop)",
+        "detection training data when the method has ssl_weight > 0",
+    ),
 }
 
 # What each task's datasets put in every batch (after SeededView and collate).

@@ -6,6 +6,13 @@ ActionFormer-style `.json`, `data.train_subset` / `data.test_subset` the subsets
 takes random crops of `data.crop_len` feature steps (drawn from the torch RNG that `SeededView` seeds per
 (seed, epoch, index)); evaluation runs whole videos. Samples: `input` `(C, T)`, `segments` `(N, 2)` on the level-0
 grid, `labels` `(N,)`, `video`, `offset`, and `input_t` with `data.teacher_root`.
+
+With `ssl=True` (`build_detection_data` sets it for training data when the recipe's method has `ssl_weight > 0`:
+the dataset asks the method) every training sample also carries AFSD's boundary-consistency sample (AFSD (Lin et
+al. CVPR-21), boundary consistency learning; `detect/boundary.py`), drawn after the crop from the same seeded RNG:
+`ssl_input` `(C, T)` (and `ssl_input_t`, the same splice of the teacher's features), `ssl_segments` `(3, 2)` int64
+inclusive steps (left part, right part, inserted background piece) and `ssl_valid` (False: no suitable action or
+background in the crop; then `ssl_input` is a copy of `input` and the segments are zeros).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from torch.utils.data import Dataset
 
 from actdistill.config import Config
 from actdistill.detect.annotations import load_annotations
+from actdistill.detect.boundary import draw_splice, splice_threshold
 from actdistill.detect.features import INDEX
 from actdistill.errors import ActdistillError
 from actdistill.eval.detection import AMBIGUOUS
@@ -57,8 +65,10 @@ class FeatureSequences(Dataset):
         classes: list[str],
         crop_len: int = 0,
         teacher_dir: str | Path = "",
+        ssl: bool = False,
     ) -> None:
         self.dir, self.teacher_dir = Path(feature_dir), Path(teacher_dir) if teacher_dir else None
+        self.ssl = ssl  # also build AFSD's boundary-consistency sample (module docstring)
         self.index = read_index(feature_dir)
         self.fps, self.stride = float(self.index["fps"]), int(self.index["stride"])
         self.classes, self.crop_len = classes, crop_len
@@ -108,9 +118,12 @@ class FeatureSequences(Dataset):
                 f"{video}: student features have {x.shape[1]} steps, teacher features {xt.shape[1]}; "
                 "extract both with the same --fps and --stride"
             )
-        own = [r for r in self.rows if str(r["video"]) == video and r["label"] in self.class_id]
+        every = [r for r in self.rows if str(r["video"]) == video]
+        own = [r for r in every if r["label"] in self.class_id]
         seg = self.to_grid(np.asarray([[r["start"], r["end"]] for r in own], np.float64).reshape(-1, 2))
         labels = np.asarray([self.class_id[r["label"]] for r in own], np.int64)
+        th = splice_threshold(seg)  # AFSD's per-video threshold: over the whole video's actions, before the crop
+        ignored = self.to_grid(np.asarray([[r["start"], r["end"]] for r in every], np.float64).reshape(-1, 2))
         offset = 0
         if self.crop_len and x.shape[1] > self.crop_len:
             offset = int(torch.randint(0, x.shape[1] - self.crop_len + 1, ()))
@@ -130,18 +143,27 @@ class FeatureSequences(Dataset):
         if xt is not None:
             item["input_t"] = xt
         item["offset"] = offset
+        if self.ssl:
+            # After the crop's draw, from the same RNG: crops are the same with and without the SSL sample.
+            splice = draw_splice(seg, x.shape[1], th, ignored - offset)
+            item["ssl_valid"] = splice is not None
+            item["ssl_input"] = splice.apply(x) if splice else x.clone()
+            item["ssl_segments"] = splice.segments() if splice else torch.zeros(3, 2, dtype=torch.long)
+            if xt is not None:
+                item["ssl_input_t"] = splice.apply(xt) if splice else xt.clone()
         return item
 
 
 def collate_sequences(items: list[dict[str, Any] | None]) -> dict[str, Any]:
-    """Pad `input` (and `input_t`) to the longest sequence: `(B, C, T)`, with `mask` `(B, T)` bool."""
+    """Pad `input` (and `input_t`, `ssl_input`, `ssl_input_t`) to the longest sequence: `(B, C, T)`, with `mask`
+    `(B, T)` bool; `ssl_segments` `(B, 3, 2)` and `ssl_valid` `(B,)` are stacked when the samples have them."""
     kept = [it for it in items if it is not None]
     if not kept:
         return {"skipped": len(items)}
     skipped, items = len(items) - len(kept), kept
     length = max(it["input"].shape[1] for it in items)
     batch: dict[str, Any] = {"video": [it["video"] for it in items]}
-    for key in ("input", "input_t"):
+    for key in ("input", "input_t", "ssl_input", "ssl_input_t"):
         if key in items[0]:
             x = torch.zeros(len(items), items[0][key].shape[0], length)
             for b, it in enumerate(items):
@@ -155,6 +177,9 @@ def collate_sequences(items: list[dict[str, Any] | None]) -> dict[str, Any]:
     batch["labels"] = [it["labels"] for it in items]
     batch["offset"] = torch.tensor([it["offset"] for it in items])
     batch["index"] = torch.tensor([it.get("index", -1) for it in items])
+    if "ssl_valid" in items[0]:
+        batch["ssl_segments"] = torch.stack([it["ssl_segments"] for it in items])
+        batch["ssl_valid"] = torch.tensor([bool(it["ssl_valid"]) for it in items])
     batch["skipped"] = skipped
     return batch
 
@@ -190,14 +215,24 @@ def detection_classes(cfg: Config) -> list[str]:
     return resolve_classes(cfg.data.classes, load_annotations(cfg.data.annotations, cfg.data.train_subset))
 
 
+def wants_ssl(cfg: Config) -> bool:
+    """The recipe's method trains with AFSD's triplet term (`method.ssl_weight > 0`), so training samples need it."""
+    try:
+        return float(cfg.method.get("ssl_weight") or 0.0) > 0
+    except (TypeError, ValueError):  # not a number: the method's own check reports it
+        return False
+
+
 def build_detection_data(cfg: Config, train_crops: bool = True) -> tuple[FeatureSequences, FeatureSequences, list[str]]:
-    """(train, test, classes): training videos (cropped to `data.crop_len` unless `train_crops=False`), test videos."""
+    """(train, test, classes): training videos (cropped to `data.crop_len` unless `train_crops=False`; with the SSL
+    sample when `wants_ssl(cfg)` and `train_crops`), test videos."""
     data = cfg.data
     train_rows = load_annotations(data.annotations, data.train_subset)
     test_rows = load_annotations(data.annotations, data.test_subset)
     classes = resolve_classes(data.classes, train_rows)
     crop = data.crop_len if train_crops else 0
-    train = FeatureSequences(data.root, train_rows, classes, crop, data.teacher_root)
+    ssl = train_crops and wants_ssl(cfg)
+    train = FeatureSequences(data.root, train_rows, classes, crop, data.teacher_root, ssl)
     test = FeatureSequences(data.root, test_rows, classes, 0, data.teacher_root)
     return train, test, classes
 

@@ -12,6 +12,12 @@ another backbone), `mask` `(B, T)` valid steps, `segments` list of `(N_b, 2)` on
   * `detection_attention_kd`: + paper 2's attention distillation (eq. 11) for attention detectors;
   * `detection_generative_teacher` / `detection_generative_kd`: paper 2's two-stage generative KD in its detection
     form (eqs. 3-15; the stages are `distill.generative.GenerativeStages`, shared with the video method).
+
+Every method takes `ssl_weight` (default 0: off): AFSD's triplet self-supervised term (AFSD (Lin et al. CVPR-21),
+boundary consistency learning; `detect/boundary.py`), part `ssl_triplet`, on the batch's SSL clip `ssl_input` (the
+data builds it when the recipe's method has `ssl_weight > 0`); in the two-stage methods it belongs to stage 2, as in
+paper 2's detection code. The attention-KD methods then also distil the attention on that clip (`att_ssl`, paper 2,
+eq. 15 as its detection code applies it).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from actdistill.detect.boundary import triplet_terms
 from actdistill.detect.detector import detection_losses
 from actdistill.distill.base import Batch, Distiller, StepOutput, make_output
 from actdistill.distill.generative import CVAE, GenerativeStages
@@ -66,21 +73,63 @@ def binary_kd_loss(logits_s: Tensor, logits_t: Tensor, valid: Tensor, temperatur
     source="ActionFormer (Zhang et al. ECCV 2022) losses; paper 2's detection code for the bg term",
 )
 class DetectionTask(Distiller):
-    """Plain detection training (no teacher): parts `cls`, `reg`, plus `bg` for attention models (paper 2's code)."""
+    """Plain detection training (no teacher): parts `cls`, `reg`, plus `bg` for attention models (paper 2's code).
+
+    The base of every detection method. `ssl_weight > 0` adds AFSD's triplet term on the batch's SSL clip (part
+    `ssl_triplet`, see `ssl_parts`; AFSD (Lin et al. CVPR-21), boundary consistency learning; AFSD and paper 2's
+    detection code use 0.1).
+    """
 
     uses_teacher = False
 
     def __init__(
-        self, student: TemporalDetector, teacher: TemporalDetector | None = None, *, bg_weight: float = 35.0
+        self,
+        student: TemporalDetector,
+        teacher: TemporalDetector | None = None,
+        *,
+        bg_weight: float = 35.0,
+        ssl_weight: float = 0.0,
     ) -> None:
         super().__init__(student, teacher)
         if not isinstance(student, TemporalDetector):
             raise ActdistillError("detection methods train a temporal detector: set student.name=temporal_detector")
         self.bg_weight = bg_weight
+        self.ssl_weight = float(ssl_weight)
+        if self.ssl_weight < 0:
+            raise ActdistillError(f"method.ssl_weight must be >= 0; got {ssl_weight}")
+        if self.ssl_weight > 0 and student.config.embed_dim < 2:
+            raise ActdistillError("method.ssl_weight > 0 pools start and end halves of the channels: embed_dim >= 2")
 
     def student_heads(self, batch: Batch) -> dict[str, Any]:
-        """The student's outputs on `batch` (with the F_bg branch when it has an attention head)."""
-        return self.student(batch["input"], batch["mask"], background=self.student.attention is not None)
+        """The student's outputs on `batch` (with the F_bg branch when it has an attention head); with `ssl_weight > 0`
+        also its outputs on the SSL clip under key `ssl` (every sample, valid or not, so every process runs the same
+        graph under torchrun)."""
+        heads = self.student(batch["input"], batch["mask"], background=self.student.attention is not None)
+        if self.ssl_weight > 0:
+            missing = [k for k in ("ssl_input", "ssl_segments", "ssl_valid") if k not in batch]
+            if missing:
+                raise ActdistillError(
+                    f"method.ssl_weight={self.ssl_weight:g} needs the SSL clip in the batch (missing {missing}): "
+                    "detection data builds it when the recipe's method has ssl_weight > 0 "
+                    "(detect.dataset.build_detection_data; FeatureSequences(..., ssl=True))"
+                )
+            heads["ssl"] = self.student(batch["ssl_input"], batch["mask"])
+        return heads
+
+    def ssl_parts(self, heads: dict[str, Any], batch: Batch) -> dict[str, Tensor]:
+        """`ssl_triplet` = `ssl_weight`·mean over samples with an SSL part of `boundary.triplet_terms` (AFSD (Lin et
+        al. CVPR-21), boundary consistency learning), on the student's pyramid for the SSL clip. A batch without any
+        valid sample gives a graph-connected zero, so every process has the same parts and gradients under torchrun
+        (the count is averaged over processes like the other normalisers)."""
+        if heads.get("ssl") is None:
+            return {}
+        ssl = heads["ssl"]
+        valid = batch["ssl_valid"].to(device=ssl["feats"][0].device, dtype=torch.float32)
+        per_sample = triplet_terms(ssl["feats"], ssl["masks"], ssl["strides"], batch["ssl_segments"])
+        per_sample = torch.where(valid > 0, per_sample, torch.zeros_like(per_sample))  # invalid rows: exactly 0
+        # Not clamped at 1: under torchrun a process's share of the valid samples can be below 1 (e.g. 1 of 2 ranks).
+        count = mean_over_ranks(valid.sum()).clamp_min(1e-6)
+        return {"ssl_triplet": self.ssl_weight * per_sample.sum() / count}
 
     @torch.no_grad()
     def teacher_heads(self, batch: Batch) -> dict[str, Any]:
@@ -89,11 +138,12 @@ class DetectionTask(Distiller):
         return self.teacher(self.teacher_input(batch), batch["mask"])
 
     def task_parts(self, heads: dict[str, Any], batch: Batch) -> dict[str, Tensor]:
-        """Detection losses on F (or F_fg) and, for attention models, `bg_weight`×(cls + reg) on F_bg."""
+        """Detection losses on F (or F_fg), for attention models `bg_weight`×(cls + reg) on F_bg, and `ssl_triplet`."""
         parts = detection_losses(self.student, heads, batch["segments"], batch["labels"])
         if heads.get("background") is not None:
             bg = detection_losses(self.student, heads["background"], batch["segments"], batch["labels"], True)
             parts["bg"] = self.bg_weight * (bg["cls"] + bg["reg"])
+        parts.update(self.ssl_parts(heads, batch))
         return parts
 
     def forward(self, batch: Batch) -> StepOutput:
@@ -121,8 +171,9 @@ class LogitKD(DetectionTask):
         temperature: float = 2.0,
         kd_weight: float = 1.0,
         bg_weight: float = 35.0,
+        ssl_weight: float = 0.0,
     ) -> None:
-        super().__init__(student, teacher, bg_weight=bg_weight)
+        super().__init__(student, teacher, bg_weight=bg_weight, ssl_weight=ssl_weight)
         if temperature <= 0:
             raise ActdistillError(f"detection_kd: method.temperature must be > 0, got {temperature}")
         self.temperature, self.kd_weight = temperature, kd_weight
@@ -157,9 +208,15 @@ class FeatureKD(DetectionTask):
     uses_teacher = True
 
     def __init__(
-        self, student: TemporalDetector, teacher: TemporalDetector, *, feat_weight: float = 1.0, bg_weight: float = 35.0
+        self,
+        student: TemporalDetector,
+        teacher: TemporalDetector,
+        *,
+        feat_weight: float = 1.0,
+        bg_weight: float = 35.0,
+        ssl_weight: float = 0.0,
     ) -> None:
-        super().__init__(student, teacher, bg_weight=bg_weight)
+        super().__init__(student, teacher, bg_weight=bg_weight, ssl_weight=ssl_weight)
         cs, ct = student.config, teacher.config
         if cs.levels != ct.levels:
             raise ActdistillError(
@@ -201,7 +258,9 @@ class AttentionKD(FeatureKD):
     compared as temporal profiles (channel means, `(B, T)`), since A_S and A_T then have different channel axes.
     Toolkit option, not in paper 2: `feat_weight > 0` adds pyramid feature KD weighted per position by the teacher's
     foreground attention (its channel mean, max-pooled to each level), so the student imitates the teacher where
-    the teacher attends. The CVAE / L_recon / triplet-SSL terms of P2's detection code are not part of this method.
+    the teacher attends. With `ssl_weight > 0` the γ·MSE(A_S, A_T) term is also taken on the SSL clip (`att_ssl`, the
+    teacher reading the same splice of its own features, `ssl_input_t`), as paper 2's detection code does (eq. 15).
+    The CVAE / L_recon terms of P2's detection code are not part of this method.
     """
 
     def __init__(
@@ -212,8 +271,9 @@ class AttentionKD(FeatureKD):
         gamma: float = 0.1,
         feat_weight: float = 0.0,
         bg_weight: float = 35.0,
+        ssl_weight: float = 0.0,
     ) -> None:
-        super().__init__(student, teacher, feat_weight=feat_weight, bg_weight=bg_weight)
+        super().__init__(student, teacher, feat_weight=feat_weight, bg_weight=bg_weight, ssl_weight=ssl_weight)
         if student.attention is None or teacher.attention is None:
             raise ActdistillError(
                 "attention KD needs attention heads in both detectors; set student.kwargs.attention=true for the "
@@ -221,13 +281,30 @@ class AttentionKD(FeatureKD):
             )
         self.gamma = gamma
 
-    def attention_parts(self, heads: dict[str, Any], t_heads: dict[str, Any], batch: Batch) -> dict[str, Tensor]:
-        """`att` = γ·MSE(A_S, A_T) (eq. 11) and, with `feat_weight > 0`, the attention-weighted `feat_fg`."""
-        parts: dict[str, Tensor] = {}
-        a_s, a_t, mask = heads["attention"], t_heads["attention"], batch["mask"]
+    @staticmethod
+    def _comparable(a_s: Tensor, a_t: Tensor) -> tuple[Tensor, Tensor]:
+        """A_S, A_T as they are compared: as channel-mean profiles `(B, 1, T)` when the widths differ."""
         if a_s.shape[1] != a_t.shape[1]:
-            a_s, a_t = a_s.mean(dim=1, keepdim=True), a_t.mean(dim=1, keepdim=True)
-        parts["att"] = self.gamma * _masked_mse(a_s, a_t, mask)
+            return a_s.mean(dim=1, keepdim=True), a_t.mean(dim=1, keepdim=True)
+        return a_s, a_t
+
+    def attention_parts(
+        self, heads: dict[str, Any], t_heads: dict[str, Any], batch: Batch, with_att: bool = True
+    ) -> dict[str, Tensor]:
+        """`att` = γ·MSE(A_S, A_T) (eq. 11), `att_ssl` the same on the SSL clip's valid samples when the student ran on
+        it (`ssl_weight > 0`; paper 2, eq. 15, as its detection code applies it) and, with `feat_weight > 0`, the
+        attention-weighted `feat_fg`. `with_att=False` leaves out `att` and `att_ssl`."""
+        parts: dict[str, Tensor] = {}
+        a_s, a_t = self._comparable(heads["attention"], t_heads["attention"])
+        mask = batch["mask"]
+        if with_att:
+            parts["att"] = self.gamma * _masked_mse(a_s, a_t, mask)
+        if with_att and heads.get("ssl") is not None:
+            with torch.no_grad():
+                t_ssl = self.teacher(batch.get("ssl_input_t", batch["ssl_input"]), mask)  # type: ignore[misc]
+            s_ssl, t_att = self._comparable(heads["ssl"]["attention"], t_ssl["attention"])
+            valid = mask & batch["ssl_valid"].to(mask.device)[:, None]
+            parts["att_ssl"] = self.gamma * _masked_mse(s_ssl, t_att, valid)
         if self.feat_weight > 0:
             profile = a_t.mean(dim=1, keepdim=True)  # (B, 1, T)
             weights = [profile[:, 0]]
@@ -296,7 +373,8 @@ class _DetectionStages(GenerativeStages, DetectionTask):
 )
 class GenerativeDetectionTeacher(_DetectionStages):
     """Teacher preparation for `detection_generative_kd`: stage 1 `L_cvae` of the detector's CVAE; stage 2 detection
-    losses (+ bg) + `w_recon`·L_recon. Its checkpoint's method extras hold the CVAE that the student's run loads."""
+    losses (+ bg) + `w_recon`·L_recon (+ `ssl_triplet` with `ssl_weight > 0`). Its checkpoint's method extras hold the
+    CVAE that the student's run loads."""
 
     uses_teacher = False
 
@@ -311,8 +389,9 @@ class GenerativeDetectionTeacher(_DetectionStages):
         recon_ramp_epochs: int = 20,
         use_recon: bool = True,
         bg_weight: float = 35.0,
+        ssl_weight: float = 0.0,
     ) -> None:
-        DetectionTask.__init__(self, student, None, bg_weight=bg_weight)
+        DetectionTask.__init__(self, student, None, bg_weight=bg_weight, ssl_weight=ssl_weight)
         self._setup(kl_weight, recon_weight_mode, recon_max_weight, recon_ramp_epochs, use_recon)
 
 
@@ -334,7 +413,9 @@ class GenerativeKD(_DetectionStages, AttentionKD):
     teacher's (F_T, A_T) with `L_cvae` (parts `teacher_cvae_mse`, `teacher_cvae_kld`) and a warning.
     `teacher_extras`: the `detection_generative_teacher` checkpoint holding that CVAE (usually teacher.checkpoint).
     Stage 2 ("attention", eq. 15 in P2's detection code form): detection losses on F_fg + `bg_weight`·(losses on F_bg) +
-    `w_recon(epoch)`·L_recon + γ·L_KD-att. Switches `use_recon`, `use_kd_gen`, `use_kd_att` drop their parts.
+    `w_recon(epoch)`·L_recon + γ·L_KD-att; with `ssl_weight > 0` (P2's code: 0.1) also AFSD's triplet term
+    `ssl_triplet` (AFSD (Lin et al. CVPR-21), boundary consistency learning) and γ·L_KD-att on the SSL clip
+    (`att_ssl`). Switches `use_recon`, `use_kd_gen`, `use_kd_att` drop their parts (`use_kd_att`: `att`, `att_ssl`).
     """
 
     def __init__(
@@ -354,8 +435,11 @@ class GenerativeKD(_DetectionStages, AttentionKD):
         use_kd_att: bool = True,
         feat_weight: float = 0.0,
         bg_weight: float = 35.0,
+        ssl_weight: float = 0.0,
     ) -> None:
-        AttentionKD.__init__(self, student, teacher, gamma=gamma, feat_weight=feat_weight, bg_weight=bg_weight)
+        AttentionKD.__init__(
+            self, student, teacher, gamma=gamma, feat_weight=feat_weight, bg_weight=bg_weight, ssl_weight=ssl_weight
+        )
         self._setup(kl_weight, recon_weight_mode, recon_max_weight, recon_ramp_epochs, use_recon)
         ds, dt = student.config.embed_dim, teacher.config.embed_dim
         self.teacher_cvae = CVAE1d(dt)
@@ -416,13 +500,11 @@ class GenerativeKD(_DetectionStages, AttentionKD):
         return parts
 
     def _kd_att(self, batch: Batch, heads: dict[str, Any]) -> dict[str, Tensor]:
-        """Eq. 11: γ·MSE(A_S, A_T) (and `feat_fg` when `feat_weight > 0`), as `attention_kd`."""
+        """Eq. 11: γ·MSE(A_S, A_T), with `ssl_weight > 0` also on the SSL clip (`att_ssl`; paper 2, eq. 15, as its
+        detection code applies it), and `feat_fg` when `feat_weight > 0`, as `attention_kd`."""
         if not self.use_kd_att and self.feat_weight <= 0:
             return {}
-        parts = self.attention_parts(heads, self.teacher_heads(batch), batch)
-        if not self.use_kd_att:
-            parts.pop("att")
-        return parts
+        return self.attention_parts(heads, self.teacher_heads(batch), batch, with_att=self.use_kd_att)
 
     def _cvae_parameters(self) -> Iterator[nn.Parameter]:
         yield from super()._cvae_parameters()
