@@ -13,34 +13,18 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from actdistill.deploy.onnx_deps import require_onnx
 from actdistill.errors import ActdistillError
 
 __all__ = ["export_model", "export_onnx", "input_shape", "load_student", "require_onnx"]
 
 log = logging.getLogger("actdistill")
-ONNX_HINT = "pip install 'actdistill[onnx]'"
 TOLERANCE = 1e-3
-
-
-def require_onnx(what: str = "ONNX export", exporter: bool = False) -> tuple[ModuleType, ModuleType]:
-    """`(onnx, onnxruntime)` (and onnxscript importable when `exporter`), or an error telling how to install them."""
-    try:
-        import onnx
-        import onnxruntime
-
-        if exporter:
-            import onnxscript  # noqa: F401  (torch's dynamo exporter needs it)
-    except ImportError as exc:
-        raise ActdistillError(
-            f"{what} needs onnx, onnxruntime, onnxscript ({exc.name} is missing); {ONNX_HINT}"
-        ) from None
-    return onnx, onnxruntime
 
 
 class ClassLogits(nn.Module):

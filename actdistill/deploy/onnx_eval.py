@@ -56,7 +56,7 @@ def evaluate_onnx(
     clip and their logits averaged.
     """
     from actdistill.data.build import DATASETS, build_transforms, make_loader
-    from actdistill.deploy.export import require_onnx
+    from actdistill.deploy.onnx_deps import require_onnx
     from actdistill.eval.metrics import ClassificationMeter
     from actdistill.models.class_remap import class_order
 

@@ -64,7 +64,7 @@ CALIBRATION_BATCH_BYTES = 4 * 2**20
 
 
 def _require_quantization():
-    from actdistill.deploy.export import require_onnx
+    from actdistill.deploy.onnx_deps import require_onnx
 
     onnx, ort = require_onnx("int8 quantization")
     try:
