@@ -32,9 +32,9 @@ EPILOG_TRAIN = """examples:
 def cmd_demo(args: argparse.Namespace) -> int:
     from actdistill.demo import run_demo
 
-    out = run_demo(args.out, seed=args.seed, full=args.full)
-    print(Path(out["report"]).read_text().split("\n\n")[2])
-    print(f"\nreport: {out['report']}  ({out['wall_time_s'] / 60:.1f} min)")
+    out = run_demo(args.out, seed=args.seed, full=args.full, workers=args.workers)
+    html = Path(out["report"]).with_suffix(".html")
+    print(f"\nreport: {out['report']} and {html}  ({out['wall_time_s'] / 60:.1f} min)")
     return 0
 
 
@@ -234,6 +234,12 @@ def _add_core(sub: Any) -> None:
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo); its runs are replaced")
     p.add_argument("--seed", type=int, default=0, help="seed for data generation and training (default: 0)")
     p.add_argument("--full", action="store_true", help="more data and paper-length schedules (slower)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="runs trained at once, each in a one-thread process (default: 2; 1 = one after another in this process)",
+    )
     _handler(p, "actdistill.cli:cmd_demo")
 
     p = sub.add_parser(

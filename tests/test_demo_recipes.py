@@ -60,3 +60,23 @@ def test_demo_recipe_trains(recipe, tiny_stanford40, tiny_teacher, tmp_path):
     assert 0.0 <= results["last"]["top1"] <= 1.0
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(logged) == 1 and math.isfinite(logged[0]["train"]["loss"]) and logged[0]["train"]["loss"] > 0
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_demo_recipe_matches_the_demos_students(recipe, tmp_path):
+    """Same data subset, crops, size and schedule as `actdistill demo`'s students: a recipe's row compares with them."""
+    from actdistill.config import load_config
+    from actdistill.demo import QUICK, demo_configs
+
+    student = demo_configs(tmp_path, QUICK, seed=0)["student"]
+    cfg = load_config(recipe)
+    for section, keys in {
+        "data": ("image_size", "scale_min", "limit_train", "batch_size"),
+        "optim": ("name", "lr", "weight_decay"),
+        "sched": ("name", "warmup_epochs"),
+        "train": ("epochs", "precision"),
+    }.items():
+        for key in keys:
+            want, got = getattr(getattr(student, section), key), getattr(getattr(cfg, section), key)
+            assert got == want, f"{recipe.name}: {section}.{key} is {got}, the demo's students use {want}"
+    assert cfg.student.name == student.student.name

@@ -3,7 +3,9 @@
 Runs that share everything but the seed (dataset, student, teacher, method and its settings, epochs, input
 shape) form one row, reported as mean ± sample standard deviation (n − 1) over seeds of the last-epoch metrics.
 A distilled row shows its gain over the row of the same student and dataset trained with method `vanilla`.
-Published numbers for the same dataset (`published.published_rows`) are shown in a separate, labelled table.
+Runs on generated data (a data root holding the `SYNTHETIC.json` marker of `actdistill.data.synthetic_image`) are
+labelled "synthetic (... layout)", never by the real dataset's name. Published numbers for the same dataset
+(`published.published_rows`) are shown in a separate, titled table that says they come from the papers.
 """
 
 from __future__ import annotations
@@ -22,7 +24,18 @@ import numpy as np
 
 from actdistill.errors import ActdistillError
 
-__all__ = ["RunGroup", "group_runs", "load_runs", "mean_std", "write_report"]
+__all__ = [
+    "RunGroup",
+    "dataset_label",
+    "group_runs",
+    "html_figure",
+    "html_page",
+    "html_table",
+    "inline_html",
+    "load_runs",
+    "mean_std",
+    "write_report",
+]
 
 
 @dataclass
@@ -36,6 +49,16 @@ class RunGroup:
     method: dict[str, Any]
     runs: list[dict[str, Any]] = field(default_factory=list)
     baseline: RunGroup | None = None
+
+    @property
+    def dataset_label(self) -> str:
+        """The dataset as shown in tables: "synthetic (<name> layout)" for generated data, else its name."""
+        return dataset_label(self.runs[0]) if self.runs else self.dataset
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether the group's runs trained on generated (synthetic) data."""
+        return any(r.get("synthetic") for r in self.runs)
 
     @property
     def method_name(self) -> str:
@@ -80,8 +103,29 @@ def load_runs(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
         if missing:
             raise ActdistillError(f"{path} lacks {sorted(missing)}; it was not written by `actdistill train`")
         results["run_dir"] = str(d)
+        results.setdefault("synthetic", _synthetic_marker(Path(d)))
         runs.append(results)
     return runs
+
+
+def _synthetic_marker(run_dir: Path) -> dict[str, Any] | None:
+    """The `SYNTHETIC.json` marker of the run's `data.root` (from its config.yaml), or None."""
+    import yaml
+
+    from actdistill.data.synthetic_image import synthetic_info
+
+    try:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        root = str((cfg.get("data") or {}).get("root") or "")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    return synthetic_info(root) if root else None
+
+
+def dataset_label(run: dict[str, Any]) -> str:
+    """How a run's dataset is named in reports: `synthetic (stanford40 layout)` when it trained on generated data."""
+    name = str(run.get("dataset", "?"))
+    return f"synthetic ({name} layout)" if run.get("synthetic") else name
 
 
 def _group_key(r: dict[str, Any]) -> str:
@@ -134,7 +178,7 @@ def table_rows(groups: list[RunGroup]) -> list[list[str]]:
         rows.append(
             [
                 g.label,
-                g.dataset,
+                g.dataset_label,
                 f"{len(g.runs)} ({seeds})",
                 f"{r0.get('params_m', math.nan):.2f}",
                 f"{r0.get('gmacs', math.nan):.3f}",
@@ -230,7 +274,7 @@ def _plots(groups: list[RunGroup], out: Path) -> tuple[list[tuple[str, Path, str
     figs: list[tuple[str, Path, str]] = []
     notes: list[str] = []
     for key, name in (("mAP", "test mAP"), ("top1", "test top-1 accuracy")):
-        curves = {f"{g.label} ({g.dataset}, {_seeds(len(g.runs))})": _mean_curve(g, key) for g in groups}
+        curves = {f"{g.label} ({g.dataset_label}, {_seeds(len(g.runs))})": _mean_curve(g, key) for g in groups}
         curves = {k: v for k, v in curves.items() if v}
         if curves:
             path = plot_curves(
@@ -255,7 +299,9 @@ def _plots(groups: list[RunGroup], out: Path) -> tuple[list[tuple[str, Path, str
             title=f"Per-class AP change from distillation\n{g.label} vs {g.baseline.label}",
             ylabel="AP gain over the same student without KD (points)",
         )  # fmt: skip
-        figs.append((f"Per-class AP gain: {g.label} vs {g.baseline.label} ({g.dataset})", path, "per-class AP gain"))
+        figs.append(
+            (f"Per-class AP gain: {g.label} vs {g.baseline.label} ({g.dataset_label})", path, "per-class AP gain")
+        )
         ranked = sorted(gains.items(), key=lambda kv: kv[1])
         best = ", ".join(f"{c} ({v:+.2f})" for c, v in ranked[::-1][:5] if v > 0) or "none"
         worst = ", ".join(f"{c} ({v:+.2f})" for c, v in ranked[:5] if v < 0) or "none"
@@ -271,12 +317,13 @@ figcaption{font-size:14px;color:#444}.tag{background:#fff3c4;border:1px solid #e
 font-size:12px}"""
 
 
-def _html_table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
+def html_table(header: list[str], rows: list[list[str]], cls: str = "", text_cols: int = 3) -> str:
+    """An HTML table; cells from column `text_cols` on, and number-like cells, are right-aligned."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = []
     for r in rows:
         cells = "".join(
-            f'<td class="n">{html.escape(c)}</td>' if k >= 3 or re.fullmatch(r"[-+0-9. ±]+", c or "x") else
+            f'<td class="n">{html.escape(c)}</td>' if k >= text_cols or re.fullmatch(r"[-+0-9. ±]+", c or "x") else
             f"<td>{html.escape(c)}</td>"
             for k, c in enumerate(r)
         )  # fmt: skip
@@ -284,8 +331,50 @@ def _html_table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+_html_table = html_table
+
+
 def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def inline_html(text: str) -> str:
+    """Escape `text` and render its inline Markdown: `code` and **bold**."""
+    out = html.escape(text, quote=False)
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
+
+
+def html_figure(path: Path, caption: str, alt: str = "") -> str:
+    """A figure with the PNG at `path` embedded as a data URI (the page stays one self-contained file)."""
+    return (
+        f'<figure><img src="{_data_uri(path)}" alt="{html.escape(alt or caption)}"><figcaption>'
+        f"{inline_html(caption)}</figcaption></figure>"
+    )
+
+
+def html_page(title: str, body: list[str]) -> str:
+    """A self-contained HTML page (inline CSS, no scripts or external links) around the `body` fragments."""
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>"
+    )
+
+
+PUBLISHED_TITLE = "Published results (from the papers, not produced by this toolkit)"
+
+
+def published_note(groups: list[RunGroup]) -> str:
+    """The sentence under the published table: where the numbers come from and whether they compare with the runs."""
+    note = "Numbers as printed in the papers (percent), on the real datasets, shown for reference."
+    synthetic = sorted({g.dataset for g in groups if g.synthetic})
+    if synthetic:
+        note += (
+            f" Rows labelled synthetic in the table above trained on generated stick figures written in the "
+            f"{', '.join(synthetic)} folder layout, not on the real dataset: their numbers are not comparable with "
+            "these."
+        )
+    return note
 
 
 def write_report(run_dirs: list[str | Path], out: str | Path) -> dict[str, Path]:
@@ -304,8 +393,7 @@ def write_report(run_dirs: list[str | Path], out: str | Path) -> dict[str, Path]
     )
     md = ["# actdistill report", "", intro, "", _markdown_table(TABLE_HEADER, rows), ""]
     if pub_rows:
-        md += ["## Published results (from the papers, not produced by this toolkit)", "",
-               _markdown_table(pub_header, pub_rows), ""]  # fmt: skip
+        md += [f"## {PUBLISHED_TITLE}", "", published_note(groups), "", _markdown_table(pub_header, pub_rows), ""]
     if notes:
         md += ["## Classes that gained or lost most from distillation", "", *notes, ""]
     md += [f"![{alt}]({p.name})\n\n*{cap}*\n" for cap, p, alt in figs]
@@ -318,23 +406,16 @@ def write_report(run_dirs: list[str | Path], out: str | Path) -> dict[str, Path]
     ]
     if pub_rows:
         body += [
-            '<h2>Published results <span class="tag">published</span></h2>',
-            "<p>Numbers as printed in the papers (percent), shown for comparison; not produced by this toolkit.</p>",
+            f'<h2>{html.escape(PUBLISHED_TITLE)} <span class="tag">published</span></h2>',
+            f"<p>{html.escape(published_note(groups))}</p>",
             _html_table(pub_header, pub_rows, "published"),
         ]
     if notes:
         items = "".join(f"<li>{html.escape(n[2:])}</li>" for n in notes)
         body.append(f"<h2>Classes that gained or lost most from distillation</h2><ul>{items}</ul>")
     body.append("<h2>Figures</h2>")
-    for cap, p, alt in figs:
-        body.append(
-            f'<figure><img src="{_data_uri(p)}" alt="{html.escape(alt)}"><figcaption>{html.escape(cap)}</figcaption>'
-            "</figure>"
-        )
-    page = (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>actdistill report</title>'
-        f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>"
-    )
+    body += [html_figure(p, cap, alt) for cap, p, alt in figs]
+    page = html_page("actdistill report", body)
     html_path = out / "report.html"
     html_path.write_text(page, encoding="utf-8")
     return {"markdown": md_path, "html": html_path, **{p.stem: p for _, p, _ in figs}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -485,4 +486,38 @@ def write_synthetic_stanford40(
     total = train_per_class + test_per_class
     rows = "".join(f"{a}\t{total}\n" for a, _ in SYNTH_ACTIONS[:num_classes])
     (splits / "actions.txt").write_text("action_name\tnumber_of_images\n" + rows, newline="\n")
+    write_synthetic_marker(
+        root,
+        layout="stanford40",
+        num_classes=num_classes,
+        train_per_class=train_per_class,
+        test_per_class=test_per_class,
+        image_size=image_size,
+        seed=seed,
+        difficulty=difficulty,
+    )
     return root
+
+
+SYNTHETIC_MARKER = "SYNTHETIC.json"
+
+
+def write_synthetic_marker(root: str | Path, **info: object) -> Path:
+    """Write `root/SYNTHETIC.json`: says the folder holds generated stick figures, not the real dataset.
+
+    Reports read it (`synthetic_info`) to label results as synthetic rather than by the layout's dataset name.
+    """
+    path = Path(root) / SYNTHETIC_MARKER
+    body = {"generator": "actdistill.data.synthetic_image", "note": "synthetic stick-figure images", **info}
+    path.write_text(json.dumps(body, indent=1) + "\n", newline="\n")
+    return path
+
+
+def synthetic_info(root: str | Path) -> dict | None:
+    """The marker written with a synthetic dataset under `root`, or None for real (or unmarked) data."""
+    path = Path(root) / SYNTHETIC_MARKER
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None

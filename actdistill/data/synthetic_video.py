@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from actdistill.data.synthetic_image import write_synthetic_marker
 from actdistill.errors import ActdistillError
 
 logger = logging.getLogger("actdistill.data")
@@ -334,6 +335,17 @@ def write_synthetic_ucf101(
         test_rows = "".join(f"{rel}{crlf}" for rel, _, g in rows if g in test)
         (ann / f"trainlist0{s}.txt").write_bytes(train_rows.encode())
         (ann / f"testlist0{s}.txt").write_bytes(test_rows.encode())
+    write_synthetic_marker(
+        out,
+        generator="actdistill.data.synthetic_video",
+        note="synthetic stick-figure videos",
+        layout="ucf101",
+        num_classes=len(names),
+        videos_per_class=videos_per_class,
+        frames=frames,
+        size=size,
+        seed=seed,
+    )
     return out
 
 

@@ -1,0 +1,137 @@
+"""`actdistill demo` at a tiny scale: the runs, the report's labels (seed, synthetic data, published sections), the
+HTML report, and the published 5-seed figures that the report quotes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from actdistill.analysis.demo_report import demo_reference, demo_table
+from actdistill.analysis.html_report import write_report
+from actdistill.demo import FULL, QUICK, DemoScale, demo_configs, demo_design, run_demo
+from actdistill.errors import ActdistillError
+
+TINY = DemoScale(
+    classes=3,
+    teacher_per_class=8,
+    student_per_class=4,
+    test_per_class=4,
+    image_size=32,
+    teacher_epochs=1,
+    student_epochs=1,
+    batch_size=8,
+    eval_every=1,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory):
+    """The demo at a tiny scale, its runs trained two at a time in worker processes as `actdistill demo` does."""
+    out = tmp_path_factory.mktemp("demo")
+    return out, run_demo(out, seed=3, scale=TINY, workers=2)
+
+
+def test_demo_runs_and_writes_both_reports(tiny_demo):
+    out, result = tiny_demo
+    assert set(result["results"]) == {"teacher", "student", "student_kd"}
+    for name in result["results"]:
+        assert (out / name / "results.json").is_file()
+    kd_cfg = (out / "student_kd" / "config.yaml").read_text()
+    assert str(out / "teacher" / "checkpoints" / "last.pt") in kd_cfg
+    meta = json.loads((out / "demo.json").read_text())
+    assert meta == {"seed": 3, "design": demo_design(TINY)}
+    assert json.loads((out / "data" / "SYNTHETIC.json").read_text())["generator"] == "actdistill.data.synthetic_image"
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.count('<img src="data:image/png;base64,') >= 2
+    assert 'src="http' not in page and "<script" not in page
+
+
+def test_report_says_seed_synthetic_and_keeps_paper_results_apart(tiny_demo):
+    out, result = tiny_demo
+    md = Path(result["report"]).read_text()
+    printed = md.split("\n\n")[2]  # what `actdistill demo` prints
+    assert "seed 3" in printed and "vary slightly across machines" in printed
+    assert printed.splitlines()[1].startswith("| Network |") and "ViT student + KD" in printed
+    assert "synthetic data" in md and "not the real Stanford 40" in md
+    # no multi-seed figures are published for this tiny design, and the report says so
+    assert "No multi-seed reference is published for this demo scale" in md
+    published = md.index("## Published results: paper 1, Table I (real Stanford 40; not produced by this demo)")
+    assert md.index(printed) < published and "89.08" in md[published:] and "89.08" not in md[:published]
+    page = (out / "report.html").read_text()
+    assert "Published results: paper 1, Table I (real Stanford 40; not produced by this demo)" in page
+    assert 'class="published"' in page and "seed 3" in page
+
+
+def test_actdistill_report_labels_synthetic_runs(tiny_demo, tmp_path):
+    out, _ = tiny_demo
+    paths = write_report([out / "student", out / "student_kd"], tmp_path / "report")
+    md = paths["markdown"].read_text()
+    table = md.split("\n\n")[2]
+    assert "synthetic (stanford40 layout)" in table and "| stanford40 |" not in table
+    assert "not on the real dataset: their numbers are not comparable" in md
+    assert "synthetic (stanford40 layout)" in paths["html"].read_text()
+
+
+def test_published_demo_figures_match_the_default_design():
+    reference = demo_reference(demo_design(QUICK))
+    assert reference is not None, "re-measure with benchmarks/demo_seeds.py --publish after changing the demo design"
+    assert demo_reference(demo_design(FULL)) is None and demo_reference(demo_design(TINY)) is None
+    rows = {r["run"]: r for r in reference["rows"]}
+    assert len(reference["seeds"]) == 5 and rows["student"]["seeds"] == reference["seeds"]
+    # the claims README.md and BENCHMARKS.md make about the default demo
+    assert rows["teacher"]["top1"] >= 90 and rows["student"]["top1"] >= 50
+    for key in ("top1", "mAP"):
+        kd = rows["student_kd"]
+        assert all(g > 0 for g in kd[f"gain_{key}_per_seed"]) and kd[f"gain_{key}"] >= 2 * kd[f"gain_{key}_std"]
+
+
+def test_demo_table_puts_reference_beside_this_run():
+    def res(model, top1, mAP):
+        return {"student": model, "params_m": 1.0, "gmacs": 0.01, "last": {"top1": top1, "mAP": mAP}}
+
+    results = {"teacher": res("t", 0.9, 0.95), "student": res("s", 0.5, 0.55), "student_kd": res("s", 0.6, 0.62)}
+    reference = {
+        "seeds": [0, 1, 2, 3, 4],
+        "rows": [
+            {"run": "student", "top1": 51.0, "top1_std": 2.0, "mAP": 55.0, "mAP_std": 1.5},
+            {
+                "run": "student_kd",
+                **{"top1": 60.0, "top1_std": 1.0, "mAP": 63.0, "mAP_std": 1.0},
+                **{"gain_top1": 9.0, "gain_top1_std": 1.5, "gain_mAP": 8.0, "gain_mAP_std": 2.0},
+            },
+        ],
+    }
+    header, rows = demo_table(results, reference)
+    assert header[-2:] == ["Accuracy, 5 seeds (%)", "mAP, 5 seeds (%)"]
+    assert rows[2][3] == "60.00 (+10.00↑)" and rows[2][5] == "60.00 ± 1.00 (+9.00 ± 1.50)"
+    assert rows[1][5] == "51.00 ± 2.00" and rows[0][5] == "–"
+    header, rows = demo_table(results, None)
+    assert len(header) == len(rows[0]) == 5
+
+
+def test_demo_configs_follow_the_scale(tmp_path):
+    cfgs = demo_configs(tmp_path, QUICK, seed=7)
+    assert cfgs["student"].data.limit_train == cfgs["student_kd"].data.limit_train == 10 * QUICK.student_per_class
+    assert cfgs["teacher"].data.limit_train == 0 and cfgs["student_kd"].method["name"] == "kd"
+    assert {c.train.seed for c in cfgs.values()} == {7}
+    assert cfgs["student"].train.epochs == QUICK.student_epochs and cfgs["student"].optim.lr == QUICK.student_lr
+
+
+def test_demo_never_deletes_a_data_folder_it_did_not_write(tmp_path):
+    data = tmp_path / "data"
+    (data / "ImageSplits").mkdir(parents=True)
+    (data / "ImageSplits" / "actions.txt").write_text("someone else's data\n")
+    with pytest.raises(ActdistillError, match=r"already holds a dataset that is not this demo's.*choose another --out"):
+        run_demo(tmp_path, seed=0, scale=TINY, workers=1)
+    assert (data / "ImageSplits" / "actions.txt").read_text() == "someone else's data\n"
+    assert not (tmp_path / "teacher").exists()
+
+
+def test_demo_reuses_its_own_data_and_refuses_another_scales(tiny_demo):
+    out, _ = tiny_demo
+    other = DemoScale(**{**TINY.__dict__, "image_size": 48})
+    with pytest.raises(ActdistillError, match="already holds a dataset"):
+        run_demo(out, seed=3, scale=other, workers=1)
+    assert json.loads((out / "data" / "demo_data.json").read_text())["image_size"] == 32
