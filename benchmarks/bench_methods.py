@@ -11,7 +11,8 @@ split, reported as mean ± sample std over seeds.
 
 Step time: measured in this process, one method after another on the same fixed batches (one thread, fp32, the
 recipe's batch size and image size), as the median CPU time of this thread over `--steps` optimiser steps after
-`--warmup` steps: forward of student and teacher, the method's loss, backward and AdamW step. The ratio to `vanilla` is the cost of the method.
+`--warmup` steps: forward of student and teacher, the method's loss, backward and AdamW step. The ratio to
+`vanilla` is the cost of the method.
 """
 
 from __future__ import annotations
