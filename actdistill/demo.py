@@ -173,6 +173,7 @@ def run_demo(
 
     `scale` overrides the quick/full presets; `workers` is the number of students trained at once after the teacher
     (default 2, each in a one-thread process; 1 trains everything in this process, with torch's own thread count).
+    The worker processes are spawned: a script that calls this with workers > 1 needs `if __name__ == "__main__":`.
     """
     from actdistill.analysis.demo_report import write_demo_report
     from actdistill.data.synthetic_image import write_synthetic_stanford40
