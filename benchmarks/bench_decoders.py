@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import tempfile
@@ -33,6 +32,7 @@ import torch
 
 from actdistill.data import decode
 from actdistill.data.decode import read_frames
+from actdistill.utils.runtime import cpu_model
 
 SAMPLE = Path("/work/shared/data/sample_videos/mmaction2_test.avi")
 FORMATS = {
@@ -239,7 +239,7 @@ def main() -> None:
     torch.set_num_threads(1)
     res: dict = {
         "setup": {
-            "cpu": _cpu_model(), "capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu": cpu_model(), "capability": torch.backends.cpu.get_cpu_capability(),
             "python": platform.python_version(), "versions": versions(), "videos_per_format": args.videos,
             "frames": args.frames, "clips_per_video": args.clips,
             "time": "process CPU time (all threads); wall time alongside",
@@ -282,16 +282,6 @@ def _info(path: Path) -> dict:
             "size": f"{s.codec_context.width}x{s.codec_context.height}", "b_frames": bool(s.codec_context.has_b_frames),
             "keyframes": keys, "frames": s.frames,
         }  # fmt: skip
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def print_format(name: str, entry: dict) -> None:

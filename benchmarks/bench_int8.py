@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -37,15 +35,9 @@ import torch
 from actdistill.deploy.export import ClassLogits, export_model, export_onnx, load_student
 from actdistill.deploy.quantize import _session, op_type_profile, quantize_onnx
 from actdistill.models import create_model
+from actdistill.utils.runtime import cpu_model
 
 KEYS = ("top1", "top5", "mean_class_accuracy", "mAP", "num_samples")
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    return platform.processor()
 
 
 def interleaved(fns: dict[str, Callable[[], Any]], rounds: int, warmup: int = 2) -> dict[str, dict[str, float]]:
@@ -194,7 +186,7 @@ def main() -> None:
     rounds = {k: int(v) for k, v in (item.split("=") for item in args.rounds.split(","))}
     res: dict[str, Any] = {
         "setup": {
-            "cpu": _cpu_model(), "capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+            "cpu": cpu_model(), "capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
             "onnxruntime": __import__("onnxruntime").__version__, "threads": 1, "batch": 1,
             "time": "median thread CPU ms (calling thread); wall ms beside",
         },

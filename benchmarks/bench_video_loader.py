@@ -52,6 +52,7 @@ from actdistill.data.video_transforms import (
     VideoCompose,
     VideoTransform,
 )
+from actdistill.utils.runtime import cpu_model
 
 
 def _transform(clip_len: int, size: int) -> VideoCompose:
@@ -196,13 +197,6 @@ def _read_clip(job: tuple[str, list[int]]) -> int:
     return int(read_frames(job[0], job[1]).shape[0])
 
 
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    return platform.processor() or platform.machine()
-
-
 def _cpu_s() -> float:
     """CPU seconds of this process plus its reaped children (loader workers and pool processes, once joined)."""
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -303,7 +297,7 @@ def paper_scale(args: argparse.Namespace) -> dict:
             "setup": {
                 "videos": videos, "clip": "64×224² (MultiScaleCrop, flip, normalise) from 320×240 XVID AVI, B-frames",
                 "clips_per_round": clips, "rounds": args.rounds, "workers": 2, "batch": 8,
-                "cpu": _cpu_model(), "capability": torch.backends.cpu.get_cpu_capability(), "torch_threads": 1,
+                "cpu": cpu_model(), "capability": torch.backends.cpu.get_cpu_capability(), "torch_threads": 1,
                 "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", ""),
             },
             "raw_decode_convert_2proc_clips_per_s": raw,

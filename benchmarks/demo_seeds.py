@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -40,21 +39,13 @@ def train(config: Path, out: Path, seed: int, reuse: bool) -> float:
 
 
 def machine() -> str:
-    """CPU model, cores and torch's CPU capability (or the GPU), e.g. for the published figures."""
+    """CPU model, cores and torch's CPU capability, e.g. for the published figures."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
-    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__.split('+')[0]} CPU capability "
-    text += torch.backends.cpu.get_cpu_capability()
-    return text
+    from actdistill.utils.runtime import cpu_model
+
+    version = torch.__version__.split("+")[0]
+    return f"{cpu_model()}, torch {version} CPU capability {torch.backends.cpu.get_cpu_capability()}"
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

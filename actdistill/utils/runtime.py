@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import platform
 import random
 import time
 from collections.abc import Callable, Iterator
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,6 +34,17 @@ def resolve_device(spec: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ActdistillError(f"train.device={spec} but CUDA is not available here; use train.device=auto or cpu")
     return device
+
+
+def cpu_model() -> str:
+    """This machine's CPU as benchmark tables name it, e.g. `AMD EPYC (2 cores)` (/proc/cpuinfo where it exists)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
 
 @cache
