@@ -30,7 +30,7 @@ BATCH_KEYS: dict[str, BatchKey] = {
     "skipped": BatchKey("int: samples of this batch dropped as unreadable", "collate_skip_broken"),
     "input_t": BatchKey("like `input`: the teacher's view when it differs from the student's", "detection"),
     "input_flow": BatchKey("(B, 2, T, H, W): optical flow of the same clip (two-stream evaluation)", "video rgb+flow"),
-    "teacher_logits": BatchKey("(B, K) float: the teacher's logits for this exact view", "teacher cache"),
+    "teacher_logits": BatchKey("(B, K) float: the teacher's logits for this exact view", "teacher cache or prefetch"),
     "teacher_pooled": BatchKey("(B, C) float: the teacher's pooled feature of the cached layer", "teacher cache"),
     "teacher_maps": BatchKey(
         "{tap: (B, C, ...) float}: the teacher feature maps a feature method reads", "teacher cache"

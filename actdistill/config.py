@@ -75,6 +75,7 @@ class ModelConfig:
     pretrained: Any = False
     checkpoint: str = ""  # teacher: a trained actdistill run (checkpoints/best.pt) or a state-dict file
     cache: str = ""  # teacher: replay stored outputs (`actdistill cache build`) instead of running it
+    prefetch: bool = False  # teacher: its logits for the next batch computed in a background thread (logit methods)
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -421,6 +422,12 @@ def check_values(cfg: Config, where: str = "config") -> None:
     if cfg.student.cache:
         raise ActdistillError(
             f"{where}: student.cache is not a setting; the teacher-output cache is teacher.cache=PATH"
+        )
+    if cfg.student.prefetch:
+        raise ActdistillError(f"{where}: student.prefetch is not a setting; the teacher's is teacher.prefetch=true")
+    if cfg.teacher.prefetch and cfg.teacher.cache:
+        raise ActdistillError(
+            f"{where}: teacher.prefetch and teacher.cache both replace the online teacher; set one of them"
         )
     if not isinstance(cfg.method.get("name", "vanilla"), str):
         raise ActdistillError(f"{where}: method.name must be a method name; got {cfg.method.get('name')!r}")

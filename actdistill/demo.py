@@ -15,6 +15,7 @@ import json
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -37,14 +38,15 @@ class DemoScale:
     fine-tuning set). The students' random crops are stronger (`student_scale_min` vs the teacher's `scale_min`): a
     crop that hides part of the figure is where the teacher's soft labels say more than the hard label (BENCHMARKS.md,
     "Demo designs"). Their learning rate is half the teacher's, with 3 warm-up epochs: at the teacher's 2e-3 the
-    plain ViT stalled at chance for a whole run in some seeds. `eval_every`: test-set evaluations every N epochs (and
-    at the last), to save time.
+    plain ViT stalled at chance for a whole run in some seeds. The test split has 500 images per class: with 100, the
+    binomial noise of one evaluation (about ±1.5 points at 65 %) was a visible part of the seed-to-seed spread of KD's
+    gain (BENCHMARKS.md, "Demo"). `eval_every`: test-set evaluations every N epochs (and at the last), to save time.
     """
 
     classes: int = 10
     teacher_per_class: int = 300
     student_per_class: int = 200
-    test_per_class: int = 100
+    test_per_class: int = 500
     image_size: int = 48
     teacher_epochs: int = 8
     student_epochs: int = 30
@@ -54,7 +56,7 @@ class DemoScale:
     student_warmup_epochs: int = 3
     scale_min: float = 0.5
     student_scale_min: float = 0.25
-    eval_every: int = 5
+    eval_every: int = 10
 
 
 QUICK = DemoScale()
@@ -94,7 +96,9 @@ def demo_configs(out: Path, scale: DemoScale, seed: int, overrides: dict[str, An
             name=name,
             data=replace(data, limit_train=limit, scale_min=scale.scale_min if is_teacher else scale.student_scale_min),
             student=ModelConfig(name=model),
-            teacher=ModelConfig(checkpoint=teacher),
+            # The KD student's teacher runs one batch ahead in a second thread (teacher.prefetch): same numbers,
+            # and the second core, idle once the plain student is done, takes the teacher's forwards.
+            teacher=ModelConfig(checkpoint=teacher, prefetch=bool(teacher)),
             method=method,
             optim=optim,
             sched=SchedConfig(name="cosine", warmup_epochs=warmup),
@@ -120,9 +124,27 @@ def demo_configs(out: Path, scale: DemoScale, seed: int, overrides: dict[str, An
     }
 
 
-def _fit_in_worker(name: str, raw: dict[str, Any], level: int) -> dict[str, Any]:
+def exit_when_orphaned(parent: int, poll_s: float = 1.0) -> threading.Thread:
+    """Start a daemon thread that ends this process once `parent` is gone (killed by a signal it did not handle).
+
+    A spawned worker otherwise trains on, and writes into the demo folder, after the demo itself was stopped.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="actdistill-orphan-watch", daemon=True)
+    thread.start()
+    return thread
+
+
+def _fit_in_worker(name: str, raw: dict[str, Any], level: int, parent: int) -> dict[str, Any]:
     """Train one demo run in a one-thread worker process (log lines prefixed with the run's name)."""
     import torch
+
+    exit_when_orphaned(parent)
 
     import actdistill.data.build  # noqa: F401  (a spawned process registers datasets, methods and models anew)
     import actdistill.distill  # noqa: F401
@@ -156,7 +178,7 @@ def run_jobs(configs: dict[str, Config], workers: int = 2) -> dict[str, dict[str
             futures = {}
             for name, cfg in students.items():
                 log.info("=== demo: training %s (%s, method %s) ===", name, cfg.student.name, cfg.method["name"])
-                futures[name] = pool.submit(_fit_in_worker, name, cfg.to_dict(), level)
+                futures[name] = pool.submit(_fit_in_worker, name, cfg.to_dict(), level, os.getpid())
             results.update({name: future.result() for name, future in futures.items()})
     return {name: results[name] for name in configs}
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -133,6 +136,9 @@ def test_demo_configs_follow_the_scale(tmp_path):
     assert cfgs["teacher"].data.limit_train == 0 and cfgs["student_kd"].method["name"] == "kd"
     assert {c.train.seed for c in cfgs.values()} == {7}
     assert cfgs["student"].train.epochs == QUICK.student_epochs and cfgs["student"].optim.lr == QUICK.student_lr
+    # Only the KD student has a teacher to prefetch; the teacher checkpoint is the demo's own.
+    assert [n for n, c in cfgs.items() if c.teacher.prefetch] == ["student_kd"]
+    assert cfgs["student_kd"].teacher.checkpoint == str(tmp_path / "teacher" / "checkpoints" / "last.pt")
 
 
 def test_demo_never_deletes_a_data_folder_it_did_not_write(tmp_path):
@@ -151,3 +157,43 @@ def test_demo_reuses_its_own_data_and_refuses_another_scales(tiny_demo):
     with pytest.raises(ActdistillError, match="already holds a dataset"):
         run_demo(out, seed=3, scale=other, workers=1)
     assert json.loads((out / "data" / "demo_data.json").read_text())["image_size"] == 32
+
+
+def _exited(pid: int) -> bool:
+    """True once `pid` has ended (gone, or a zombie its new parent has not reaped yet)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_a_worker_ends_when_the_demo_process_is_killed(tmp_path):
+    """Workers of a killed demo (SIGKILL, or a SIGTERM it did not handle) stop instead of training on."""
+    ready = tmp_path / "ready"
+    child = (
+        "import os, sys, time\n"
+        "from actdistill.demo import exit_when_orphaned\n"
+        "exit_when_orphaned(os.getppid(), poll_s=0.05)\n"
+        f"open({str(ready)!r}, 'w').close()\n"
+        "time.sleep(120)\n"
+    )
+    parent_code = (
+        "import subprocess, sys, time\n"
+        f"child = subprocess.Popen([sys.executable, '-c', {child!r}])\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True)
+    pid = int(parent.stdout.readline())
+    deadline = time.monotonic() + 60
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ready.exists() and not _exited(pid)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while not _exited(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _exited(pid), "the worker outlived its killed parent"

@@ -331,9 +331,6 @@ def html_table(header: list[str], rows: list[list[str]], cls: str = "", text_col
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-_html_table = html_table
-
-
 def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
@@ -402,13 +399,13 @@ def write_report(run_dirs: list[str | Path], out: str | Path) -> dict[str, Path]
     body = [
         f"<h1>actdistill report</h1><p>{html.escape(intro)}</p>",
         "<h2>Your runs</h2>",
-        _html_table(TABLE_HEADER, rows),
+        html_table(TABLE_HEADER, rows),
     ]
     if pub_rows:
         body += [
             f'<h2>{html.escape(PUBLISHED_TITLE)} <span class="tag">published</span></h2>',
             f"<p>{html.escape(published_note(groups))}</p>",
-            _html_table(pub_header, pub_rows, "published"),
+            html_table(pub_header, pub_rows, "published"),
         ]
     if notes:
         items = "".join(f"<li>{html.escape(n[2:])}</li>" for n in notes)

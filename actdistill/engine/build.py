@@ -215,6 +215,25 @@ def teacher_taps(method: Distiller) -> tuple:
     return tuple(dict.fromkeys(t for sub in subs for t in getattr(sub, "teacher_taps", ())))
 
 
+def reads_only_teacher_logits(method: Distiller, name: str) -> bool:
+    """Whether the method needs nothing of its teacher but the logits (a cache or a prefetch can then serve it)."""
+    if teacher_taps(method) or method.reads_pooled_teacher_feature:
+        return False
+    return METHODS.meta(name).get("knowledge") in ("logits", "none") or method.reads_only_teacher_logits
+
+
+def check_teacher_prefetch(cfg: Config, task: Task, method: Distiller) -> None:
+    """`teacher.prefetch` serves classification methods that read only the teacher's logits."""
+    name = str(cfg.method.get("name", "vanilla"))
+    if method.teacher is None:
+        raise ActdistillError(f"teacher.prefetch: method '{name}' trains without a teacher; drop teacher.prefetch")
+    if task.name != "classification" or not reads_only_teacher_logits(method, name):
+        raise ActdistillError(
+            f"teacher.prefetch serves classification methods that read only the teacher's logits; method '{name}' "
+            f"({task.name}) runs its teacher in other ways: drop teacher.prefetch"
+        )
+
+
 def open_teacher_cache(cfg: Config, student: nn.Module, method: Distiller, train_view: Any, num_classes: int) -> Any:
     """Wrap the training view so that samples carry the cached teacher outputs this method reads; refuse a stale
     cache, or one that lacks what the method needs (with the command that builds the right one)."""
@@ -237,7 +256,7 @@ def open_teacher_cache(cfg: Config, student: nn.Module, method: Distiller, train
                 f"method '{name}' reads the teacher maps {missing} but teacher.cache {cache.path} holds "
                 f"{cache.map_taps or 'no maps'}; {rebuild} (it stores the maps the recipe's method reads)"
             )
-    elif not (METHODS.meta(name).get("knowledge") in ("logits", "none") or method.reads_only_teacher_logits):
+    elif not reads_only_teacher_logits(method, name):
         raise ActdistillError(
             f"method '{name}' runs its teacher in ways a cache cannot replay; drop teacher.cache to run it online"
         )
@@ -370,6 +389,8 @@ def build_run(cfg: Config, task: Task, ctx: DistContext, device: torch.device, f
             )
         data.train = open_teacher_cache(cfg, student, method, data.train, len(classes))
         teacher.register_forward_pre_hook(_cached_teacher_must_not_run)
+    if cfg.teacher.prefetch:
+        check_teacher_prefetch(cfg, task, method)
     if cfg.train.channels_last:
         method.to(memory_format=torch.channels_last)
     if cfg.train.compile:  # compiles each model's __call__ in place; state_dict keys stay unchanged

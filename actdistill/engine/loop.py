@@ -25,6 +25,7 @@ from actdistill.distill.base import Batch, Distiller, Stage, StepOutput
 from actdistill.engine.build import Run
 from actdistill.engine.distributed import Replicas
 from actdistill.engine.evaluators import to_device
+from actdistill.engine.teacher_prefetch import teacher_prefetch
 from actdistill.errors import ActdistillError
 from actdistill.utils.runtime import autocast
 
@@ -204,41 +205,42 @@ def train_stage(
     params = list(stage.parameters())
     total = len(run.train_loader)
     groups = GradientAccumulation(cfg.accumulate_steps, total, replicas)
-    bar = _progress(_batches(run.train_loader, state.batch), cfg.progress and run.ctx.is_main,
-                    f"epoch {epoch} {stage.name}", total - state.batch)  # fmt: skip
-    optimizer.zero_grad(set_to_none=True)
-    tick = time.perf_counter()
-    for i, batch in enumerate(bar, start=state.batch):
-        empty, stop = replicas.any("input" not in batch, bool(stop_requested()))
-        if stop and groups.first(i):
-            path = save(state, "last.pt")
-            raise TrainingInterrupted(f"interrupted: saved {path}; continue with --resume", stop_requested() or 2)
-        state.skipped += int(batch.pop("skipped", 0))
-        if not empty:
-            batch = to_device(batch, device)
-            t_data = time.perf_counter()
-            with groups.micro_step(i):
-                with autocast(device, run.amp_dtype):
-                    out = replicas.step(batch, index)  # the method: loss, logits and parts of this stage
-                where = f"epoch {epoch}, stage '{stage.name}', step {i} (optimizer step {state.steps})"
-                _check_finite(run, out, where, lambda: save(state, "nonfinite.pt"))
-                loss = out.loss * groups.scale(i)
-                (scaler.scale(loss) if scaler is not None else loss).backward()
-            state.record(prefix, out, len(batch["input"]), batch.get("label"))
-            state.data_time += t_data - tick
-            state.step_time += time.perf_counter() - t_data
-        if groups.last(i) and groups.has_grads:
-            groups.finish_group(params, synced_now=not empty)
-            _optimizer_step(optimizer, scaler, params, cfg.grad_clip)
-            schedule.after_step()
-            state.steps += 1
-            if cfg.save_every_steps > 0 and state.steps % cfg.save_every_steps == 0:
-                state.batch = i + 1
-                save(state, "last.pt")
-        state.batch = i + 1
+    with teacher_prefetch(run.method, device, run.amp_dtype, run.cfg.teacher.prefetch) as prefetch:
+        batches = prefetch(_batches(run.train_loader, state.batch))  # + the teacher's logits, one batch ahead
+        bar = _progress(batches, cfg.progress and run.ctx.is_main, f"epoch {epoch} {stage.name}", total - state.batch)
+        optimizer.zero_grad(set_to_none=True)
         tick = time.perf_counter()
-        if not empty and hasattr(bar, "set_postfix") and i % 10 == 0:
-            bar.set_postfix(loss=f"{float(out.loss.detach()):.3f}")
+        for i, batch in enumerate(bar, start=state.batch):
+            empty, stop = replicas.any("input" not in batch, bool(stop_requested()))
+            if stop and groups.first(i):
+                path = save(state, "last.pt")
+                raise TrainingInterrupted(f"interrupted: saved {path}; continue with --resume", stop_requested() or 2)
+            state.skipped += int(batch.pop("skipped", 0))
+            if not empty:
+                batch = to_device(batch, device)
+                t_data = time.perf_counter()
+                with groups.micro_step(i):
+                    with autocast(device, run.amp_dtype):
+                        out = replicas.step(batch, index)  # the method: loss, logits and parts of this stage
+                    where = f"epoch {epoch}, stage '{stage.name}', step {i} (optimizer step {state.steps})"
+                    _check_finite(run, out, where, lambda: save(state, "nonfinite.pt"))
+                    loss = out.loss * groups.scale(i)
+                    (scaler.scale(loss) if scaler is not None else loss).backward()
+                state.record(prefix, out, len(batch["input"]), batch.get("label"))
+                state.data_time += t_data - tick
+                state.step_time += time.perf_counter() - t_data
+            if groups.last(i) and groups.has_grads:
+                groups.finish_group(params, synced_now=not empty)
+                _optimizer_step(optimizer, scaler, params, cfg.grad_clip)
+                schedule.after_step()
+                state.steps += 1
+                if cfg.save_every_steps > 0 and state.steps % cfg.save_every_steps == 0:
+                    state.batch = i + 1
+                    save(state, "last.pt")
+            state.batch = i + 1
+            tick = time.perf_counter()
+            if not empty and hasattr(bar, "set_postfix") and i % 10 == 0:
+                bar.set_postfix(loss=f"{float(out.loss.detach()):.3f}")
 
 
 def train_one_epoch(
