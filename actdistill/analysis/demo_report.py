@@ -12,6 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from actdistill.analysis.html_report import markdown_table
+from actdistill.analysis.plots import plot_curves
 from actdistill.analysis.report import curve
 from actdistill.errors import ActdistillError
 
@@ -84,33 +86,6 @@ def demo_table(results: dict[str, dict[str, Any]], reference: dict[str, Any] | N
     return header, rows
 
 
-def _plot_curves(curves: dict[str, list[float]], path: Path, title: str, ylabel: str) -> Path:
-    """Series against epochs 1..n, drawn through the evaluated epochs only (runs evaluate every few epochs)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7.0, 4.5), dpi=120, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for k, (name, values) in enumerate(curves.items()):
-        points = [(i + 1, v) for i, v in enumerate(values) if math.isfinite(v)]
-        if points:
-            ax.plot(*zip(*points), marker="osD^v"[k % 5], markersize=4, linewidth=1.6, label=name)
-    ax.grid(True, alpha=0.3)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(loc="best", frameon=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
-
-
-def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-
-
 def _text_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
     fmt = [lambda c, w=w: str(c).ljust(w) for w in widths[:1]] + [lambda c, w=w: str(c).rjust(w) for w in widths[1:]]
@@ -129,11 +104,9 @@ def render_markdown(blocks: list[Block], base: Path) -> str:
         elif kind == "p":
             out.append(b[1])
         elif kind == "table" and previous in ("h2", "h3"):
-            out[-1] += "\n" + _markdown_table(
-                b[1], b[2]
-            )  # heading + table: one paragraph (`actdistill demo` prints it)
+            out[-1] += "\n" + markdown_table(b[1], b[2], text_cols=1)  # heading + table: one paragraph (printed)
         elif kind == "table":
-            out.append(_markdown_table(b[1], b[2]))
+            out.append(markdown_table(b[1], b[2], text_cols=1))
         elif kind == "fig":
             out.append(f"![{b[2]}]({Path(b[1]).relative_to(base).as_posix()})")
         previous = kind
@@ -172,13 +145,13 @@ def write_demo_report(
     out = Path(out)
     teacher, student, kd = (results[n] for n in RUN_NAMES)
     reference = demo_reference(design)
-    map_png = _plot_curves(
+    map_png = plot_curves(
         {"teacher": curve(teacher), "student": curve(student), "student + KD": curve(kd)},
         out / "curves_test_map.png",
         title="Test mAP per epoch (synthetic stick figures, Stanford 40 layout)",
         ylabel="test mAP",
     )
-    acc_png = _plot_curves(
+    acc_png = plot_curves(
         {
             "student (train)": curve(student, "acc", "train"),
             "student (test)": curve(student, "top1"),

@@ -31,6 +31,7 @@ __all__ = [
     "html_figure",
     "html_page",
     "html_table",
+    "markdown_table",
     "inline_html",
     "load_runs",
     "mean_std",
@@ -223,7 +224,8 @@ def _num(v: Any, digits: int = 2) -> str:
     return "" if v is None else f"{float(v):.{digits}f}"
 
 
-def _markdown_table(header: list[str], rows: list[list[str]], text_cols: int = 3) -> str:
+def markdown_table(header: list[str], rows: list[list[str]], text_cols: int = 3) -> str:
+    """A Markdown table; the first `text_cols` columns left-aligned, the rest (numbers) right-aligned."""
     align = ["---"] * text_cols + ["---:"] * (len(header) - text_cols)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
@@ -388,9 +390,9 @@ def write_report(run_dirs: list[str | Path], out: str | Path) -> dict[str, Path]
         "(n − 1). Δ columns: mean of the distilled setting minus mean of the same student and dataset trained "
         "without a teacher (method vanilla), in percentage points."
     )
-    md = ["# actdistill report", "", intro, "", _markdown_table(TABLE_HEADER, rows), ""]
+    md = ["# actdistill report", "", intro, "", markdown_table(TABLE_HEADER, rows), ""]
     if pub_rows:
-        md += [f"## {PUBLISHED_TITLE}", "", published_note(groups), "", _markdown_table(pub_header, pub_rows), ""]
+        md += [f"## {PUBLISHED_TITLE}", "", published_note(groups), "", markdown_table(pub_header, pub_rows), ""]
     if notes:
         md += ["## Classes that gained or lost most from distillation", "", *notes, ""]
     md += [f"![{alt}]({p.name})\n\n*{cap}*\n" for cap, p, alt in figs]

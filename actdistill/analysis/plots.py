@@ -196,7 +196,8 @@ def plot_curves(
 ) -> Path:
     """Several named series against epochs 1..len (e.g. test mAP of student vs student+KD, paper 1 figs. 2–3).
 
-    Series may have different lengths; NaN entries leave gaps. Put the unit in `ylabel`, e.g. "test mAP (%)".
+    Series may have different lengths. NaN entries (epochs that were not evaluated, `train.eval_every`) are skipped
+    and the line joins the evaluated epochs. Put the unit in `ylabel`, e.g. "test mAP (%)".
     """
     if not curves:
         raise ValueError("curves is empty; give at least one named series")
@@ -207,7 +208,8 @@ def plot_curves(
         if ys.ndim != 1 or ys.size == 0:
             raise ValueError(f"series {name!r} must be a non-empty 1-D list of numbers, got shape {ys.shape}")
         xs = np.arange(1, ys.size + 1)
-        ax.plot(xs, ys, marker=_MARKERS[k % len(_MARKERS)], markersize=4, linewidth=1.6, label=name)
+        seen = np.isfinite(ys)
+        ax.plot(xs[seen], ys[seen], marker=_MARKERS[k % len(_MARKERS)], markersize=4, linewidth=1.6, label=name)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, alpha=0.3)
     ax.set_xlabel(xlabel)

@@ -215,7 +215,7 @@ def teacher_taps(method: Distiller) -> tuple:
     return tuple(dict.fromkeys(t for sub in subs for t in getattr(sub, "teacher_taps", ())))
 
 
-def reads_only_teacher_logits(method: Distiller, name: str) -> bool:
+def teacher_logits_suffice(method: Distiller, name: str) -> bool:
     """Whether the method needs nothing of its teacher but the logits (a cache or a prefetch can then serve it)."""
     if teacher_taps(method) or method.reads_pooled_teacher_feature:
         return False
@@ -227,7 +227,7 @@ def check_teacher_prefetch(cfg: Config, task: Task, method: Distiller) -> None:
     name = str(cfg.method.get("name", "vanilla"))
     if method.teacher is None:
         raise ActdistillError(f"teacher.prefetch: method '{name}' trains without a teacher; drop teacher.prefetch")
-    if task.name != "classification" or not reads_only_teacher_logits(method, name):
+    if task.name != "classification" or not teacher_logits_suffice(method, name):
         raise ActdistillError(
             f"teacher.prefetch serves classification methods that read only the teacher's logits; method '{name}' "
             f"({task.name}) runs its teacher in other ways: drop teacher.prefetch"
@@ -256,7 +256,7 @@ def open_teacher_cache(cfg: Config, student: nn.Module, method: Distiller, train
                 f"method '{name}' reads the teacher maps {missing} but teacher.cache {cache.path} holds "
                 f"{cache.map_taps or 'no maps'}; {rebuild} (it stores the maps the recipe's method reads)"
             )
-    elif not reads_only_teacher_logits(method, name):
+    elif not teacher_logits_suffice(method, name):
         raise ActdistillError(
             f"method '{name}' runs its teacher in ways a cache cannot replay; drop teacher.cache to run it online"
         )
